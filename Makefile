@@ -1,0 +1,47 @@
+# One-command entry points; see README.md.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Run profile of the notebooks under test (ci | cpu | gpu).
+ALEXNET_PROFILE ?= ci
+export ALEXNET_PROFILE
+
+.PHONY: help install book book-offline test test-lib bench clean
+
+help:
+	@echo "make book   - set up .venv, build the book into _build/html"
+	@echo "make test   - set up .venv, run the library tests and the notebooks"
+	@echo "make bench  - CPU benchmarks (see benchmarks/)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[book,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Builds from the executed notebooks as committed (execute_notebooks: off).
+# OFFLINE=1 first fetches MathJax and the widget JavaScript with npm.
+book: $(STAMP)
+	@if [ "$(OFFLINE)" = "1" ]; then bash book/tools/vendor_js.sh; fi
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+book-offline:
+	$(MAKE) book OFFLINE=1
+
+test: $(STAMP)
+	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
+	    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+test-lib: $(STAMP)
+	$(PY) -m pytest tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_cifar_pipeline.py
+	$(PY) benchmarks/bench_alexnet_cpu.py
+
+clean:
+	rm -rf _build .pytest_cache
