@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ALEXNET_PROFILE ?= ci
 export ALEXNET_PROFILE
 
-.PHONY: help install book book-offline test test-lib bench clean
+.PHONY: help install book book-offline notebooks test test-lib bench clean
 
 help:
 	@echo "make book   - set up .venv, build the book into _build/html"
@@ -32,6 +32,12 @@ book: $(STAMP)
 book-offline:
 	$(MAKE) book OFFLINE=1
 
+# Re-executes every notebook in place under PROFILE (default cpu).
+notebooks: $(STAMP)
+	cd notebooks && for nb in *.ipynb; do \
+	    ALEXNET_PROFILE=$${PROFILE:-cpu} ../$(VENV)/bin/jupyter execute \
+	    --inplace $$nb || exit 1; done
+
 test: $(STAMP)
 	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
@@ -44,4 +50,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_alexnet_cpu.py
 
 clean:
-	rm -rf _build .pytest_cache
+	rm -rf _build .pytest_cache book/vendor

@@ -1,0 +1,160 @@
+"""The ``{scorecard}`` and ``{results-schema}`` directives.
+
+Every experiment in the book writes one small JSON record,
+``results/<experiment>.json`` (``alexnet_lib.results.record_result`` does
+the writing). ``{scorecard}`` reads them all at build time and renders one
+row per record; ``{results-schema}`` renders ``SCHEMA`` below, the one
+definition of what a record holds. A record with a missing field or a
+field of the wrong type is a build warning (an error under ``-W``) that
+names the file and the field.
+
+This module reads JSON only: it does not import ``alexnet_lib`` (or
+torch), so the book builds in seconds.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from docutils import nodes
+from sphinx import addnodes
+from sphinx.application import Sphinx
+from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
+
+from book_deviations import inline, mark_generated, table
+
+logger = logging.getLogger(__name__)
+
+NUMBER = (int, float)
+# field: (accepted types, type as shown, meaning)
+SCHEMA: dict[str, tuple[tuple[type, ...], str, str]] = {
+    "experiment": ((str,), "str", "unique name; the file is "
+                   "results/<experiment>.json"),
+    "chapter": ((str,), "str", "notebook file name without .ipynb, "
+                "e.g. 3_5_overall_architecture (linked when it exists)"),
+    "claim": ((str,), "str", "the paper's claim, in a sentence, "
+              "with its section"),
+    "paper": ((str, *NUMBER), "str | number", "the paper's number as "
+              "printed, e.g. \"60 million\" or 17.0"),
+    "ours": ((str, *NUMBER), "str | number", "our measured number"),
+    "unit": ((str,), "str", "unit of paper and ours, e.g. \"%\" "
+             "(may be empty)"),
+    "profile": ((str,), "str", "run profile: ci, cpu, gpu or imagenet"),
+    "data": ((str,), "str", "data set and subset used, or \"none\""),
+    "hardware": ((str,), "str", "alexnet_lib.sysinfo.hardware_summary()"),
+    "wall_time_s": (NUMBER, "number", "wall time of the experiment, s"),
+    "commit": ((str, type(None)), "str | null", "git commit of the "
+               "library that produced it (null outside a checkout)"),
+    "date": ((str,), "str", "ISO date of the run, YYYY-MM-DD"),
+    "details": ((dict,), "object", "anything else worth keeping "
+                "(per-run numbers, seeds, n runs); not shown here"),
+}
+COLUMNS = ["Chapter", "Claim", "Paper", "Ours", "Profile", "Data",
+           "Hardware", "Wall time", "Date", "Commit"]
+
+
+def check_record(record: object) -> list[str]:
+    """Problems with one record, as messages; empty when it is valid."""
+    if not isinstance(record, dict):
+        return ["is not a JSON object"]
+    problems = []
+    for key, (types, shown, _) in SCHEMA.items():
+        if key not in record:
+            problems.append(f"has no field {key!r} ({shown})")
+        elif (not isinstance(record[key], types)
+              or isinstance(record[key], bool)):
+            problems.append(f"field {key!r} should be {shown}, got "
+                            f"{type(record[key]).__name__}")
+    return problems
+
+
+def load_records(folder: Path) -> list[tuple[Path, dict]]:
+    """Valid records sorted by chapter, experiment; warns on bad ones."""
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            logger.warning("scorecard: cannot read %s: %s", path, err)
+            continue
+        problems = check_record(record)
+        if problems:
+            logger.warning("scorecard: %s %s (see the schema on the "
+                           "scorecard page)", path, "; ".join(problems))
+            continue
+        records.append((path, record))
+    return sorted(records, key=lambda pr: (pr[1]["chapter"],
+                                           pr[1]["experiment"]))
+
+
+def show(value: object, unit: str = "") -> str:
+    """Numbers with thousands separators and the unit; text as written."""
+    if isinstance(value, str):
+        return value
+    text = f"{value:,}" if isinstance(value, int) else f"{value:,.4g}"
+    if not unit:
+        return text
+    return f"{text}%" if unit == "%" else f"{text} {unit}"
+
+
+class ScorecardDirective(SphinxDirective):
+    optional_arguments = 1  # folder of records, default results
+
+    def run(self) -> list[nodes.Node]:
+        name = self.arguments[0] if self.arguments else "results"
+        folder = Path(self.env.srcdir) / name
+        mark_generated(self.env)
+        records = load_records(folder) if folder.is_dir() else []
+        if not records:
+            return [nodes.paragraph(
+                text=f"No results yet: {name}/ holds no experiment "
+                     "records. Each chapter's notebook writes its own "
+                     "when it runs.")]
+        rows = [self._row(record) for _, record in records]
+        summary = nodes.paragraph(
+            text=f"{len(records)} record{'' if len(records) == 1 else 's'} "
+                 f"in {name}/, read when this page "
+                 "was built.")
+        return [summary, table(COLUMNS, rows, [12, 24, 8, 8, 6, 10, 14,
+                                               6, 7, 5])]
+
+    def _row(self, r: dict) -> list[list[nodes.Node]]:
+        return [
+            self._chapter(r["chapter"]),
+            inline(r["claim"]),
+            [nodes.Text(show(r["paper"], r["unit"]))],
+            [nodes.strong(text=show(r["ours"], r["unit"]))],
+            [nodes.Text(r["profile"])],
+            [nodes.Text(r["data"])],
+            [nodes.Text(r["hardware"])],
+            [nodes.Text(f"{r['wall_time_s']:,.0f} s")],
+            [nodes.Text(r["date"])],
+            [nodes.literal(text=r["commit"] or "none")],
+        ]
+
+    def _chapter(self, chapter: str) -> list[nodes.Node]:
+        """A link to the chapter's page (its title) when it exists."""
+        docname = f"notebooks/{chapter}"
+        if docname not in self.env.found_docs:
+            return [nodes.Text(chapter)]
+        ref = addnodes.pending_xref(
+            "", refdomain="std", reftype="doc", reftarget="/" + docname,
+            refexplicit=False, refdoc=self.env.docname)
+        ref += nodes.inline(text=chapter)
+        return [ref]
+
+
+class ResultsSchemaDirective(SphinxDirective):
+    def run(self) -> list[nodes.Node]:
+        rows = [[[nodes.literal(text=key)], [nodes.Text(shown)],
+                 inline(meaning)]
+                for key, (_, shown, meaning) in SCHEMA.items()]
+        return [table(["Field", "Type", "Meaning"], rows, [15, 15, 70])]
+
+
+def setup(app: Sphinx) -> dict:
+    app.setup_extension("book_deviations")  # shared re-read bookkeeping
+    app.add_directive("scorecard", ScorecardDirective)
+    app.add_directive("results-schema", ResultsSchemaDirective)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
