@@ -1,0 +1,235 @@
+"""AlexNet as §3.5 and Figure 2 of the paper describe it.
+
+Five convolutional and three fully connected layers; conv2, conv4 and
+conv5 only see the kernel maps on their own GPU (``groups=2``); ReLU,
+then response normalization, then overlapping max-pooling after conv1
+and conv2; max-pooling after conv5; dropout on fc6 and fc7.
+
+Input size (facts §2a.1): ``input_size=224`` (default) follows the
+author's cuda-convnet, whose conv output size is 1 + ceil((S - 11) / 4)
+= 55: its last window hangs 3 pixels over the right and bottom edges,
+which read as zeros. ``pad1`` makes those zeros explicit. With
+``input_size=227`` (Caffe) the windows fit and ``pad1`` does nothing.
+Either way: 55 -> 27 -> 27 -> 13 -> 13 -> 6, and 6*6*256 = 9216 into fc6.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from alexnet_lib.layers import LocalResponseNorm
+
+__all__ = ["AlexNet", "PAPER_LRN", "init_paper_", "feature_map_shapes"]
+
+PAPER_WIDTHS = (96, 256, 384, 384, 256)  # kernels in conv1..conv5, §3.5
+PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)  # §3.3
+BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")  # §5, facts §2a.7
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+POOLINGS = {"overlapping": (3, 2), "non_overlapping": (2, 2)}  # (z, s)
+INITS = ("paper", "torch")
+
+
+def conv1_padding(input_size: int, kernel: int = 11, stride: int = 4) -> int:
+    """Right/bottom zero padding implied by cuda-convnet's conv arithmetic.
+
+    cuda-convnet: out = 1 + ceil((S - kernel) / stride). The last window
+    starts at (out - 1) * stride and must fit: 3 for 224, 0 for 227.
+    """
+    if input_size < kernel:
+        raise ValueError(f"input_size={input_size} is smaller than the "
+                         f"{kernel}x{kernel} conv1 kernel")
+    out = 1 + math.ceil((input_size - kernel) / stride)
+    return (out - 1) * stride + kernel - input_size
+
+
+def _check_options(activation, pooling, groups, dropout, widths, init,
+                   lrn_options) -> dict:
+    """Validate the shared AlexNet options; return the full LRN options."""
+    def choose(name, value, choices):
+        if value not in choices:
+            raise ValueError(f"{name}={value!r} is not one of "
+                             f"{', '.join(map(repr, choices))}")
+    choose("activation", activation, tuple(ACTIVATIONS))
+    choose("pooling", pooling, tuple(POOLINGS))
+    choose("groups", groups, (1, 2))
+    choose("init", init, INITS)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout={dropout} must be in [0, 1); "
+                         f"0 turns dropout off")
+    if len(widths) != 5 or any(int(w) != w or w < 1 for w in widths):
+        raise ValueError(f"widths={widths} must be five positive ints "
+                         f"(kernels in conv1..conv5)")
+    if groups == 2 and any(w % 2 for w in widths):
+        raise ValueError(f"groups=2 splits every conv layer in two halves:"
+                         f" widths={tuple(widths)} must all be even")
+    lrn = {**PAPER_LRN, "scale_by_size": False, "groups": groups}
+    unknown = set(lrn_options or {}) - set(lrn)
+    if unknown:
+        raise TypeError(f"lrn_options: unknown key(s) {sorted(unknown)}; "
+                        f"known: {sorted(lrn)}")
+    return {**lrn, **(lrn_options or {})}
+
+
+def init_paper_(model: nn.Module) -> None:
+    """§5: weights ~ N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6,
+    fc7 (the hidden FC layers), 0 elsewhere (conv1, conv3, fc8)."""
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.01)
+            layer = name.rsplit(".", 1)[-1]
+            nn.init.constant_(m.bias, 1.0 if layer in BIAS_ONE else 0.0)
+
+
+class AlexNet(nn.Module):
+    """The paper's network (§3.5, Fig. 2) with switches for ablations.
+
+    Defaults are the paper's: 60,965,224 parameters for 1000 classes.
+    ``forward`` returns logits (the softmax is in the loss). Input:
+    (B, 3, input_size, input_size) float, mean-subtracted.
+
+    activation: "relu" (§3.1) or "tanh" (Fig. 1's comparison). The
+        nonlinearity slots are named relu1..relu7 either way, as in
+        Caffe's bvlc_alexnet.
+    lrn: response normalization after relu1 and relu2 (§3.3);
+        lrn_options overrides size, alpha, beta, k, scale_by_size, groups.
+    pooling: "overlapping" (z=3, s=2, §3.4) or "non_overlapping" (2, 2).
+    groups: 2 = the two-GPU connectivity of §3.2 (conv2, conv4, conv5 see
+        only their own GPU's maps); 1 = one dense tower.
+    widths: kernels in conv1..conv5; (48, 128, 192, 192, 256) with
+        groups=1 is §3.2's one-GPU comparison net (footnote 2).
+    dropout: drop probability after relu6 and relu7 (§4.2); 0 disables.
+    init: "paper" (§5) or "torch" (PyTorch's default init).
+
+    LRN with groups=2: each half of the kernel maps is normalised on its
+    own (LRN groups = groups unless lrn_options says otherwise). In the
+    paper each GPU computes its own layer parts, and the two-GPU config
+    of the author's cuda-convnet2 normalises 48 maps per GPU (rnorm1a,
+    rnorm1b). So N in §3.3 is the maps on one GPU, and this model and
+    ``TwoTowerAlexNet`` compute the same function. Caffe's bvlc_alexnet
+    normalises across all 96: ``lrn_options={"groups": 1}``.
+    """
+
+    def __init__(self, num_classes: int = 1000, activation: str = "relu",
+                 lrn: bool = True, lrn_options: dict | None = None,
+                 pooling: str = "overlapping", groups: int = 2,
+                 dropout: float = 0.5, input_size: int = 224,
+                 widths: tuple = PAPER_WIDTHS, fc_width: int = 4096,
+                 conv1_kernel: int = 11, conv1_stride: int = 4,
+                 init: str = "paper"):
+        super().__init__()
+        lrn_opts = _check_options(activation, pooling, groups, dropout,
+                                  widths, init, lrn_options)
+        # the constructor's arguments, to rebuild the same architecture
+        self.options = dict(
+            num_classes=num_classes, activation=activation, lrn=lrn,
+            lrn_options=lrn_options, pooling=pooling, groups=groups,
+            dropout=dropout, input_size=input_size, widths=tuple(widths),
+            fc_width=fc_width, conv1_kernel=conv1_kernel,
+            conv1_stride=conv1_stride, init=init)
+        self.input_size, self.groups = input_size, groups
+        self.num_classes = num_classes
+        w1, w2, w3, w4, w5 = widths
+        act = ACTIVATIONS[activation]
+        z, s = POOLINGS[pooling]
+
+        def norm():
+            return LocalResponseNorm(**lrn_opts) if lrn else nn.Identity()
+
+        def drop():
+            # DEVIATION: inverted dropout (outputs x2 while training)
+            # instead of the paper's x0.5 at test time; same expectation.
+            return nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+        pad = conv1_padding(input_size, conv1_kernel, conv1_stride)
+        # cuda-convnet's implicit right/bottom zeros (module docstring)
+        self.pad1 = nn.ZeroPad2d((0, pad, 0, pad)) if pad else nn.Identity()
+        self.conv1 = nn.Conv2d(3, w1, conv1_kernel, conv1_stride)
+        self.relu1, self.lrn1, self.pool1 = act(), norm(), nn.MaxPool2d(z, s)
+        # Paddings of conv2..conv5 are not in the paper: Fig. 2's 27 and
+        # 13 map sizes imply them.
+        self.conv2 = nn.Conv2d(w1, w2, 5, padding=2, groups=groups)
+        self.relu2, self.lrn2, self.pool2 = act(), norm(), nn.MaxPool2d(z, s)
+        self.conv3 = nn.Conv2d(w2, w3, 3, padding=1)  # reads both GPUs
+        self.relu3 = act()
+        self.conv4 = nn.Conv2d(w3, w4, 3, padding=1, groups=groups)
+        self.relu4 = act()
+        self.conv5 = nn.Conv2d(w4, w5, 3, padding=1, groups=groups)
+        self.relu5, self.pool5 = act(), nn.MaxPool2d(z, s)
+        side = _pool5_side(input_size + pad, conv1_kernel, conv1_stride,
+                           z, s)
+        self.fc6 = nn.Linear(w5 * side * side, fc_width)
+        self.relu6, self.drop6 = act(), drop()
+        self.fc7 = nn.Linear(fc_width, fc_width)
+        self.relu7, self.drop7 = act(), drop()
+        self.fc8 = nn.Linear(fc_width, num_classes)
+        if init == "paper":
+            init_paper_(self)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> pool5 output (B, 256, 6, 6)."""
+        check_input(x, self.input_size, type(self).__name__)
+        x = self.conv1(self.pad1(x))                     # (B, 96, 55, 55)
+        x = self.pool1(self.lrn1(self.relu1(x)))         # (B, 96, 27, 27)
+        x = self.conv2(x)                                # (B, 256, 27, 27)
+        x = self.pool2(self.lrn2(self.relu2(x)))         # (B, 256, 13, 13)
+        x = self.relu3(self.conv3(x))                    # (B, 384, 13, 13)
+        x = self.relu4(self.conv4(x))                    # (B, 384, 13, 13)
+        return self.pool5(self.relu5(self.conv5(x)))     # (B, 256, 6, 6)
+
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """fc7 after its ReLU, (B, 4096): the feature §6.1 compares."""
+        x = torch.flatten(self.features(x), 1)           # (B, 9216)
+        x = self.drop6(self.relu6(self.fc6(x)))          # (B, 4096)
+        return self.relu7(self.fc7(x))                   # (B, 4096)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc8(self.drop7(self.penultimate(x)))  # (B, classes)
+
+
+def check_input(x: torch.Tensor, input_size: int, name: str) -> None:
+    """Raise a clear error unless x is (B, 3, input_size, input_size)."""
+    want = (3, input_size, input_size)
+    if x.dim() != 4 or tuple(x.shape[1:]) != want:
+        raise ValueError(
+            f"{name}(input_size={input_size}) expects (B, 3, {input_size}, "
+            f"{input_size}) images, got {tuple(x.shape)}: crop or resize "
+            f"the input, or build the model with input_size="
+            f"{x.shape[-1] if x.dim() == 4 else '...'}")
+
+
+def _pool5_side(size: int, k1: int, s1: int, z: int, s: int) -> int:
+    """Side of pool5's output for a padded input of side ``size``."""
+    size = (size - k1) // s1 + 1          # conv1
+    size = (size - z) // s + 1            # pool1 (conv2 keeps the size)
+    size = (size - z) // s + 1            # pool2 (conv3..5 keep it)
+    size = (size - z) // s + 1            # pool5
+    if size < 1:
+        raise ValueError("the input is too small: pool5 would be empty; "
+                         "use a larger input_size or smaller conv1 stride")
+    return size
+
+
+def feature_map_shapes(model: nn.Module, input_size: int | None = None,
+                       ) -> dict[str, tuple[int, ...]]:
+    """Output shape (C, H, W or features) of every named layer, from one
+    zero image through forward hooks."""
+    size = input_size or model.input_size
+    shapes, hooks = {}, []
+    for name, m in model.named_modules():
+        if name and not list(m.children()):
+            hooks.append(m.register_forward_hook(
+                lambda mod, inp, out, name=name:
+                shapes.__setitem__(name, tuple(out.shape[1:]))))
+    device = next(model.parameters()).device
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return shapes

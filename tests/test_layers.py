@@ -1,0 +1,175 @@
+"""LRN (§3.3) against the hand formula and PyTorch; locally connected."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.autograd import gradcheck, gradgradcheck
+
+from alexnet_lib.layers import (LocallyConnected2d, LocalResponseNorm,
+                                local_response_norm)
+
+
+def lrn_loops(a, n=5, alpha=1e-4, beta=0.75, k=2.0):
+    """The paper's §3.3 formula, one neuron at a time (odd n)."""
+    B, N, H, W = a.shape
+    b = torch.empty_like(a)
+    for bi in range(B):
+        for i in range(N):
+            for x in range(H):
+                for y in range(W):
+                    lo, hi = max(0, i - n // 2), min(N - 1, i + n // 2)
+                    s = sum(a[bi, j, x, y] ** 2 for j in range(lo, hi + 1))
+                    b[bi, i, x, y] = a[bi, i, x, y] / (k + alpha * s) ** beta
+    return b
+
+
+@pytest.fixture
+def acts():
+    torch.manual_seed(0)
+    return torch.relu(torch.randn(2, 7, 3, 4, dtype=torch.float64)) * 30
+
+
+def test_paper_defaults():
+    m = LocalResponseNorm()
+    assert (m.size, m.alpha, m.beta, m.k) == (5, 1e-4, 0.75, 2.0)
+    assert not m.scale_by_size
+
+
+@pytest.mark.parametrize("n,alpha,beta,k", [(5, 1e-4, 0.75, 2.0),
+                                            (3, 0.01, 0.5, 1.0),
+                                            (9, 1e-3, 0.75, 1.0)])
+def test_lrn_equals_the_hand_formula(acts, n, alpha, beta, k):
+    want = lrn_loops(acts, n, alpha, beta, k)
+    got = local_response_norm(acts, n, alpha, beta, k)
+    torch.testing.assert_close(got, want)
+    # the normalisation really acts here (not a near-identity test)
+    assert (got - acts).abs().max() > 1e-3 * acts.abs().max()
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, 5, 9, 13])
+@pytest.mark.parametrize("shape", [(2, 11, 6), (3, 11, 5, 4),
+                                   (2, 11, 3, 4, 2)])
+def test_lrn_matches_torch_in_both_conventions(size, shape):
+    torch.manual_seed(1)
+    x = (torch.randn(shape) * 20).requires_grad_(True)
+    g = torch.randn(shape)
+    for scale_by_size, torch_alpha in ((False, 0.01 * size), (True, 0.01)):
+        ours = LocalResponseNorm(size, 0.01, 0.75, 2.0, scale_by_size)
+        ref = torch.nn.LocalResponseNorm(size, torch_alpha, 0.75, 2.0)
+        y, y_ref = ours(x), ref(x)
+        torch.testing.assert_close(y, y_ref)
+        gx, = torch.autograd.grad(y, x, g)
+        gx_ref, = torch.autograd.grad(y_ref, x, g)
+        torch.testing.assert_close(gx, gx_ref)
+
+
+def test_paper_alpha_is_torch_alpha_times_n():
+    x = torch.relu(torch.randn(4, 96, 9, 9)) * 50
+    torch.testing.assert_close(
+        LocalResponseNorm()(x),
+        torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)(x))
+    torch.testing.assert_close(
+        LocalResponseNorm(scale_by_size=True)(x),
+        torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(x))
+
+
+@pytest.mark.parametrize("scale_by_size", [False, True])
+def test_lrn_gradcheck(scale_by_size):
+    torch.manual_seed(2)
+    x = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+
+    def f(t):
+        return local_response_norm(t * 10, 5, 0.01, 0.75, 2.0,
+                                   scale_by_size)
+    assert gradcheck(f, (x,))
+    assert gradgradcheck(f, (x,))  # the backward is differentiable too
+
+
+def test_lrn_groups_normalise_each_block_alone():
+    x = torch.relu(torch.randn(2, 96, 5, 5)) * 40
+    both = local_response_norm(x, groups=2)
+    halves = torch.cat([local_response_norm(h) for h in x.chunk(2, 1)], 1)
+    torch.testing.assert_close(both, halves)
+    # channels 47 and 48 sit in different blocks: results differ from
+    # one window across all 96 maps exactly there
+    across = local_response_norm(x)
+    assert not torch.allclose(both[:, 46:50], across[:, 46:50])
+    torch.testing.assert_close(both[:, 2:45], across[:, 2:45])
+
+
+def test_lrn_half_precision_keeps_dtype():
+    x = torch.relu(torch.randn(2, 16, 4, 4)) * 30
+    y = local_response_norm(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), local_response_norm(x),
+                               rtol=1e-2, atol=1e-2)
+
+
+def test_lrn_bad_input_raises_clear_errors():
+    with pytest.raises(ValueError, match="at least 3 dims"):
+        local_response_norm(torch.ones(4, 5))
+    with pytest.raises(ValueError, match="cannot be split into 2"):
+        local_response_norm(torch.ones(1, 5, 2, 2), groups=2)
+    with pytest.raises(ValueError, match="size and groups must be >= 1"):
+        LocalResponseNorm(size=0)
+
+
+def test_lrn_repr_names_the_convention():
+    assert "scale_by_size=True" in repr(LocalResponseNorm(scale_by_size=True))
+    assert "groups=2" in repr(LocalResponseNorm(groups=2))
+
+
+# ------------------------------------------------------ LocallyConnected2d
+
+def local_loops(x, layer):
+    """Every output position with its own filters, written out."""
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+    xp = F.pad(x, (layer.padding[1],) * 2 + (layer.padding[0],) * 2)
+    oh, ow = layer.output_size
+    out = torch.empty(x.shape[0], layer.out_channels, oh, ow,
+                      dtype=x.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            patch = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+            w = layer.weight[i * ow + j]            # (out, C*kh*kw)
+            out[:, :, i, j] = patch.flatten(1) @ w.T + layer.bias[:, i, j]
+    return out
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 0), (1, 1), (2, 1)])
+def test_locally_connected_equals_loops(stride, padding):
+    torch.manual_seed(3)
+    layer = LocallyConnected2d(3, 4, (6, 5), 3, stride, padding).double()
+    x = torch.randn(2, 3, 6, 5, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), local_loops(x, layer))
+
+
+def test_locally_connected_shapes_and_parameter_count():
+    layer = LocallyConnected2d(64, 32, 6, 3, padding=1)
+    assert layer.output_size == (6, 6)
+    assert layer.weight.shape == (36, 32, 64 * 9)
+    assert layer.bias.shape == (32, 6, 6)  # unshared biases too
+    assert sum(p.numel() for p in layer.parameters()) == 36 * 32 * 577
+    assert layer(torch.randn(2, 64, 6, 6)).shape == (2, 32, 6, 6)
+    assert LocallyConnected2d(3, 8, 7, 3, stride=2).output_size == (3, 3)
+    no_bias = LocallyConnected2d(3, 8, 7, 3, bias=False)
+    assert no_bias.bias is None and len(list(no_bias.parameters())) == 1
+
+
+def test_locally_connected_with_tied_weights_is_a_convolution():
+    conv = torch.nn.Conv2d(5, 7, 3, padding=1)
+    local = LocallyConnected2d(5, 7, 4, 3, padding=1)
+    with torch.no_grad():
+        local.weight.copy_(conv.weight.flatten(1).expand(16, 7, 45))
+        local.bias.copy_(conv.bias[:, None, None].expand(7, 4, 4))
+    x = torch.randn(3, 5, 4, 4)
+    torch.testing.assert_close(local(x), conv(x))
+
+
+def test_locally_connected_gradcheck_and_bad_input():
+    layer = LocallyConnected2d(2, 3, 4, 3, padding=1).double()
+    x = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(layer, (x,))
+    with pytest.raises(ValueError, match=r"expects \(B, 2, 4, 4\)"):
+        layer(torch.randn(1, 2, 5, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="does not fit"):
+        LocallyConnected2d(2, 3, 2, 5)
