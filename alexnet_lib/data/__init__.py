@@ -1,0 +1,29 @@
+"""Data: CIFAR-10 in memory, ImageNet-format folders, the paper's
+transforms (§2, §4.1) and resume-exact loaders.
+
+Main entry point: ``build_loaders(cfg, rank, world_size)``.
+"""
+from .build import CifarTenCrop, build_loaders, build_ten_crop_loader
+from .cifar import CifarTensors, find_cifar10, load_cifar10
+from .cifar_loader import CifarLoader
+from .errors import (CorruptImageError, DataError, DataLayoutError,
+                     DataNotFoundError, DownloadError)
+from .imagenet import (ImageNetFolder, download_imagenette, find_imagenet,
+                       load_class_names)
+from .sampler import ResumableBatchSampler, ResumableLoader, mix_seed
+from .transforms import (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC,
+                         PCALighting, RandomCropFlip, ResizeCenterCrop,
+                         SeededCompose, SubtractMean, TenCrop,
+                         compute_mean_image, compute_rgb_pca)
+
+__all__ = [
+    "build_loaders", "build_ten_crop_loader", "CifarTenCrop",
+    "CifarTensors", "find_cifar10", "load_cifar10", "CifarLoader",
+    "DataError", "DataNotFoundError", "DataLayoutError",
+    "CorruptImageError", "DownloadError", "ImageNetFolder",
+    "download_imagenette", "find_imagenet", "load_class_names",
+    "ResumableBatchSampler", "ResumableLoader", "mix_seed",
+    "IMAGENET_PCA_EIGVAL", "IMAGENET_PCA_EIGVEC", "PCALighting",
+    "RandomCropFlip", "ResizeCenterCrop", "SeededCompose", "SubtractMean",
+    "TenCrop", "compute_mean_image", "compute_rgb_pca",
+]

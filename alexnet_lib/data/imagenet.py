@@ -1,0 +1,165 @@
+"""ImageNet-format folders: ILSVRC-2012 or Imagenette (§2).
+
+Layout ``<root>/{train,val}/<synset>/<image>.JPEG``. Class index =
+sorted synset, which is the standard ILSVRC class order. A corrupt or
+unreadable image never ends an epoch silently: it is skipped (counted,
+warned about by name) or stops the run, as ``on_corrupt`` says.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..config import data_root
+from .errors import (CorruptImageError, DataError, DownloadError,
+                     WHERE_TO_SET, not_found)
+from .files import (balanced_subset, check_same_classes, decode_file,
+                    fingerprint, scan_class_folders)
+
+IMAGENET_FOLDERS = ("imagenette2-224", "imagenette2-320", "imagenette2",
+                    "imagenet", "ILSVRC2012")
+CLASS_INDEX = "imagenet_class_index.json"  # Keras: {"0": [synset, name]}
+IMAGENETTE_URL = ("https://s3.amazonaws.com/fast-ai-imageclas/"
+                  "imagenette2-320.tgz")
+HOW_TO_GET = (
+    f"Get ILSVRC-2012 (image-net.org) with train/ and val/ sorted into "
+    f"synset folders, or Imagenette: download {IMAGENETTE_URL} and "
+    f"extract it there (or set data.download / download=True online).")
+
+
+def find_imagenet(root: str | Path | None = None) -> Path:
+    """The ImageNet-format folder: ``root`` as given, else a known name
+    under data_root(); DataNotFoundError lists every place looked."""
+    if root is not None:
+        path = Path(root).expanduser()
+        if path.is_dir():
+            return path
+        raise not_found("ImageNet-format data", [path], HOW_TO_GET)
+    looked = [data_root() / name for name in IMAGENET_FOLDERS]
+    for path in looked:
+        if (path / "train").is_dir():
+            return path
+    raise not_found("ImageNet-format data (Imagenette or ILSVRC-2012)",
+                    looked, HOW_TO_GET)
+
+
+def download_imagenette(root: str | Path | None = None,
+                        size: str = "320px") -> Path:
+    """Fetch Imagenette with torchvision into ``root`` (needs internet)."""
+    from torchvision.datasets import Imagenette
+    root = Path(root).expanduser() if root else data_root()
+    try:
+        Imagenette(str(root), split="train", size=size, download=True)
+    except Exception as err:  # URLError, OSError, md5 mismatch ...
+        raise DownloadError(
+            f"could not download Imagenette ({size}) into {root} ({err}). "
+            f"This machine may have no network. On a machine with "
+            f"internet, download {IMAGENETTE_URL} (or the {size} archive "
+            f"named in torchvision.datasets.Imagenette), extract it, copy "
+            f"the extracted folder into {root}, then {WHERE_TO_SET}."
+        ) from err
+    return root / f"imagenette2{'' if size == 'full' else '-' + size[:-2]}"
+
+
+def load_class_names(*folders: Path) -> dict[str, str]:
+    """synset -> name from the first imagenet_class_index.json found."""
+    for folder in folders:
+        path = Path(folder) / CLASS_INDEX
+        if path.is_file():
+            index = json.loads(path.read_text())
+            return {synset: name for synset, name in index.values()}
+    return {}
+
+
+class ImageNetFolder(torch.utils.data.Dataset):
+    """Images of one split as (uint8 (3, H, W) or transform(img), label).
+
+    ``dataset[i]`` uses the global torch RNG for random transforms;
+    ``dataset[(i, seed)]`` (what ResumableBatchSampler yields) seeds
+    them, so the augmentation of a sample is reproducible exactly.
+    ``classes``: human names from imagenet_class_index.json in the data
+    root when present, else the synsets (``synsets``).
+    ``on_corrupt="skip"`` returns the next decodable image (index + 1,
+    + 2, ...), warns with the file name and lists it in ``skipped``;
+    "stop" raises CorruptImageError naming the file.
+    """
+
+    def __init__(self, root: str | Path, split: str = "train",
+                 transform=None, on_corrupt: str = "skip",
+                 subset: int | None = None):
+        if on_corrupt not in ("skip", "stop"):
+            raise ValueError(
+                f"on_corrupt must be 'skip' or 'stop', got {on_corrupt!r}")
+        self.root = find_imagenet(root)
+        self.split, self.transform, self.on_corrupt = (
+            split, transform, on_corrupt)
+        split_dir = self.root / split
+        self.synsets, files, labels = scan_class_folders(split_dir)
+        other = self.root / ("val" if split == "train" else "train")
+        if other.is_dir():
+            check_same_classes(split_dir, self.synsets, other, sorted(
+                e.name for e in os.scandir(other)
+                if e.is_dir() and not e.name.startswith(".")))
+        if subset is not None:
+            keep = balanced_subset(labels, subset)
+            files = [files[i] for i in keep]
+            labels = [labels[i] for i in keep]
+        self.files, self.labels = files, labels
+        names = load_class_names(self.root, self.root.parent)
+        self.classes = [names.get(s, s) for s in self.synsets]
+        # Shared across DataLoader workers (fork or spawn): each flag is
+        # only ever set, so concurrent writers cannot lose a count.
+        self._bad = torch.zeros(len(files), dtype=torch.bool).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def fingerprint(self) -> str:
+        """Cache key for derived files (the mean image)."""
+        return fingerprint(self.root / self.split, self.files,
+                           extra=f"imagenet|{self.split}")
+
+    @property
+    def skipped(self) -> list[str]:
+        """Files skipped as corrupt so far (in any worker)."""
+        return [str(self.files[i]) for i in self._bad.nonzero().flatten()]
+
+    def load(self, index: int) -> tuple[torch.Tensor, int]:
+        """Decoded image and label at ``index``, skipping bad files."""
+        n = len(self.files)
+        for step in range(n):
+            i = (index + step) % n
+            if self._bad[i]:
+                continue
+            try:
+                return decode_file(self.files[i]), self.labels[i]
+            except CorruptImageError as err:
+                if self.on_corrupt == "stop":
+                    raise
+                self._bad[i] = True
+                warnings.warn(f"skipping corrupt image {self.files[i]} "
+                              f"({err}); using the next image instead",
+                              stacklevel=2)
+        raise DataError(
+            f"no image in {self.root / self.split} can be decoded "
+            f"({n} tried). Re-extract the data set, then {WHERE_TO_SET}.")
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        img, label = self.load(index)
+        if self.transform is None:
+            return img, label
+        if seed is None:
+            return self.transform(img), label
+        if getattr(self.transform, "uses_generator", False):
+            g = torch.Generator().manual_seed(seed)
+            return self.transform(img, generator=g), label
+        # A plain torchvision transform draws from the global RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(img), label

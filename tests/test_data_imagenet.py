@@ -1,0 +1,224 @@
+"""ImageNet-format data on real Imagenette: layout, names, skips, loaders."""
+import shutil
+import urllib.error
+
+import pytest
+import torch
+from torchvision.transforms import v2
+
+from alexnet_lib.config import DataConfig, OptimConfig, TrainConfig
+from alexnet_lib.data import (CorruptImageError, DataLayoutError,
+                              DataNotFoundError, DownloadError,
+                              ImageNetFolder, ResumableBatchSampler,
+                              build_loaders, build_ten_crop_loader,
+                              download_imagenette, mix_seed)
+from alexnet_lib.data.files import scan_class_folders
+
+SYNSETS = ["n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
+           "n03394916", "n03417042", "n03425413", "n03445777", "n03888257"]
+
+
+def test_imagenette_counts_and_names(imagenette_dir):
+    train = ImageNetFolder(imagenette_dir, "train")
+    val = ImageNetFolder(imagenette_dir, "val")
+    assert (len(train), len(val)) == (9469, 2000)
+    assert train.synsets == val.synsets == SYNSETS
+    assert torch.bincount(torch.tensor(val.labels)).tolist() == [200] * 10
+    # Names from imagenet_class_index.json in the data root.
+    assert train.classes[:3] == ["tench", "English_springer",
+                                 "cassette_player"]
+    img, label = train[0]
+    assert img.shape == (3, 224, 224) and img.dtype == torch.uint8
+    assert label == 0
+    img, label = val[len(val) - 1]
+    assert label == 9
+
+
+def small_copy(imagenette_dir, root, n=3, synsets=SYNSETS[:2],
+               splits=("train", "val")):
+    """A few real Imagenette files in the same layout (no class index)."""
+    for split in splits:
+        for synset in synsets:
+            src = imagenette_dir / split / synset
+            (root / split / synset).mkdir(parents=True)
+            for path in sorted(src.iterdir())[:n]:
+                shutil.copy(path, root / split / synset / path.name)
+    return root
+
+
+def test_names_fall_back_to_synsets(imagenette_dir, tmp_path):
+    ds = ImageNetFolder(small_copy(imagenette_dir, tmp_path / "nette"))
+    assert ds.classes == ds.synsets == SYNSETS[:2]
+    assert len(ds) == 6
+
+
+def test_subset_is_class_balanced(imagenette_dir):
+    ds = ImageNetFolder(imagenette_dir, "train", subset=25)
+    assert torch.bincount(torch.tensor(ds.labels)).tolist() == \
+        [3] * 5 + [2] * 5
+
+
+def test_seeded_items_are_reproducible(imagenette_dir):
+    ds = ImageNetFolder(imagenette_dir, "val", subset=10,
+                        transform=v2.RandomResizedCrop(64))
+    a, _ = ds[(4, 123)]
+    b, _ = ds[(4, 123)]
+    c, _ = ds[(4, 124)]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_corrupt_image_skip_warns_counts_and_moves_on(imagenette_dir,
+                                                      tmp_path):
+    root = small_copy(imagenette_dir, tmp_path / "nette")
+    files = sorted((root / "train" / SYNSETS[0]).iterdir())
+    files[1].write_bytes(files[1].read_bytes()[:500])  # truncated
+    garbage = root / "train" / SYNSETS[0] / "zz_garbage.JPEG"
+    garbage.write_bytes(b"this is not a jpeg" * 10)
+    ds = ImageNetFolder(root, "train")
+    with pytest.warns(UserWarning, match=f"skipping corrupt image "
+                      f".*{files[1].name}"):
+        img, label = ds[1]
+    # The next valid image (index 2) with its own label.
+    assert torch.equal(img, ImageNetFolder(root, "train")[2][0])
+    assert label == 0 and ds.skipped == [str(files[1])]
+    with pytest.warns(UserWarning, match="zz_garbage"):
+        img, label = ds[3]  # the garbage file is last of class 0
+    assert label == 1
+    assert len(ds.skipped) == 2
+    # Counted across DataLoader worker processes too.
+    fresh = ImageNetFolder(root, "train",
+                           transform=v2.Resize((32, 32), antialias=True))
+    loader = torch.utils.data.DataLoader(fresh, batch_size=4,
+                                         num_workers=2)
+    assert sum(len(y) for _, y in loader) == 7  # warnings: in workers
+    assert sorted(fresh.skipped) == sorted([str(files[1]), str(garbage)])
+
+
+def test_corrupt_image_stop_names_the_file(imagenette_dir, tmp_path):
+    root = small_copy(imagenette_dir, tmp_path / "nette")
+    bad = sorted((root / "val" / SYNSETS[1]).iterdir())[0]
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    ds = ImageNetFolder(root, "val", on_corrupt="stop")
+    with pytest.raises(CorruptImageError) as err:
+        ds[3]
+    assert err.value.path == str(bad)
+    assert str(bad) in str(err.value) and "on_corrupt='skip'" in \
+        str(err.value)
+
+
+def test_missing_folder_says_where_and_what(tmp_path, monkeypatch):
+    with pytest.raises(DataNotFoundError) as err:
+        ImageNetFolder(tmp_path / "imagenet")
+    assert str(tmp_path / "imagenet") in str(err.value)
+    assert "ALEXNET_DATA" in str(err.value) and "--data" in str(err.value)
+    monkeypatch.setenv("ALEXNET_DATA", str(tmp_path))
+    with pytest.raises(DataNotFoundError) as err:
+        ImageNetFolder(None)
+    for name in ("imagenette2-224", "imagenette2-320", "ILSVRC2012"):
+        assert str(tmp_path / name) in str(err.value)
+    assert "imagenette2-320.tgz" in str(err.value)
+
+
+def test_wrong_layouts(imagenette_dir, tmp_path):
+    (tmp_path / "a" / "train").mkdir(parents=True)
+    shutil.copy(next((imagenette_dir / "val" / SYNSETS[0]).iterdir()),
+                tmp_path / "a" / "train")
+    with pytest.raises(DataLayoutError, match="has no class folders"):
+        ImageNetFolder(tmp_path / "a")
+    root = small_copy(imagenette_dir, tmp_path / "b", splits=("train",))
+    with pytest.raises(DataLayoutError, match=r"split folder .*val is "
+                       r"missing"):
+        ImageNetFolder(root, "val")
+    root = small_copy(imagenette_dir, tmp_path / "c")
+    (root / "val" / SYNSETS[1]).rename(root / "val" / SYNSETS[5])
+    with pytest.raises(DataLayoutError, match=rf"only in the first: "
+                       rf"\['{SYNSETS[1]}'\]; only in the second: "
+                       rf"\['{SYNSETS[5]}'\]"):
+        ImageNetFolder(root, "train")
+
+
+def test_no_network_for_imagenette_download(tmp_path, monkeypatch):
+    import torchvision.datasets.imagenette as tv_nette
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] no network")
+    monkeypatch.setattr(tv_nette, "download_and_extract_archive", offline)
+    with pytest.raises(DownloadError) as err:
+        download_imagenette(tmp_path)
+    message = str(err.value)
+    assert "no network" in message and "imagenette2-320.tgz" in message
+    assert str(tmp_path) in message and "ALEXNET_DATA" in message
+
+
+# --- resume-exact sampling --------------------------------------------------
+
+def sampled(sampler, epoch, start_step=0):
+    sampler.set_epoch(epoch, start_step)
+    return list(sampler)
+
+
+def test_sampler_seeds_depend_on_seed_epoch_index_only():
+    one = sampled(ResumableBatchSampler(50, 8, seed=3), epoch=2)
+    assert len(one) == 7 and sum(len(b) for b in one) == 50
+    for batch in one:
+        for index, seed in batch:
+            assert seed == mix_seed(3, 2, index)
+    resumed = sampled(ResumableBatchSampler(50, 8, seed=3), 2, 4)
+    assert resumed == one[4:]
+    ranks = [sampled(ResumableBatchSampler(50, 8, seed=3, rank=r,
+                                           world_size=2), 2)
+             for r in (0, 1)]
+    for b, b0, b1 in zip(one, *ranks):
+        assert b0 + b1 == b
+    with pytest.raises(ValueError, match="not divisible by the number of "
+                       "processes 3"):
+        ResumableBatchSampler(50, 8, world_size=3)
+
+
+def nette_cfg(imagenette_dir, **data):
+    data = {"train_subset": 20, "val_subset": 10, **data}
+    return TrainConfig(data=DataConfig(
+        dataset="imagenet", root=str(imagenette_dir), **data),
+        optim=OptimConfig(batch_size=4))
+
+
+def test_build_loaders_for_imagenette(imagenette_dir):
+    train, val, info = build_loaders(nette_cfg(imagenette_dir))
+    assert info["num_classes"] == 10 and info["classes"][0] == "tench"
+    assert (info["n_train"], info["n_val"], info["input_size"]) == \
+        (20, 10, 224)
+    assert info["mean"].shape == (3, 256, 256)
+    assert len(train) == 5
+    train.set_epoch(1, start_step=3)
+    resumed = list(train)
+    assert len(resumed) == 2
+    train.set_epoch(1)
+    full = list(train)
+    for (xa, ya), (xb, yb) in zip(full[3:], resumed):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    x, y = full[0]
+    assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32
+    assert -200 < x.mean() < 200  # mean-subtracted 0..255 values
+    x, y = next(iter(val))
+    assert x.shape == (4, 3, 224, 224)
+    x, y = next(iter(build_ten_crop_loader(nette_cfg(imagenette_dir))))
+    assert x.shape == (4, 10, 3, 224, 224)
+
+
+def test_imagenet_batches_do_not_depend_on_workers_or_ranks(
+        imagenette_dir):
+    cfg = nette_cfg(imagenette_dir, train_subset=8)
+    one, _, _ = build_loaders(cfg)
+    one.set_epoch(0, start_step=1)
+    x, y = next(iter(one))
+    workers, _, _ = build_loaders(cfg.replace(data__num_workers=2), rank=1,
+                                  world_size=2)
+    workers.set_epoch(0, start_step=1)
+    x1, y1 = next(iter(workers))
+    assert torch.equal(x1, x[2:]) and torch.equal(y1, y[2:])
+
+
+def test_imagenette_file_lists(imagenette_dir):
+    for split, n in (("train", 9469), ("val", 2000)):
+        classes, files, _ = scan_class_folders(imagenette_dir / split)
+        assert classes == SYNSETS and len(files) == n
