@@ -1,0 +1,213 @@
+"""Command line: ``python -m alexnet_lib {train,models,profiles}``.
+
+    python -m alexnet_lib train --model cifar_4layer --dataset cifar10 \\
+        --profile ci --out runs/try
+    torchrun --standalone --nproc_per_node=2 -m alexnet_lib train ...
+
+A profile sets how much work a run does; flags given explicitly win over
+it. Mistakes in the input (unknown profile, bad value, missing data,
+unusable checkpoint) print one line to stderr and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from alexnet_lib.config import (PROFILE_ENV, PROFILES, ConfigError,
+                                TrainConfig, apply_profile, validate)
+
+# flag dest -> TrainConfig field (``replace`` syntax); applied if given.
+OVERRIDES = {
+    "dataset": "data__dataset", "data": "data__root",
+    "train_subset": "data__train_subset", "val_subset": "data__val_subset",
+    "workers": "data__num_workers", "download": "data__download",
+    "image_size": "data__image_size",
+    "epochs": "epochs", "max_steps": "max_steps", "seed": "seed",
+    "device": "device", "out": "out_dir", "ten_crop": "ten_crop",
+    "checkpoint_every": "checkpoint_every", "batch_size": "optim__batch_size",
+    "lr": "optim__lr", "momentum": "optim__momentum",
+    "weight_decay": "optim__weight_decay",
+    "update_rule": "optim__update_rule", "patience": "optim__plateau_patience",
+}
+
+
+def _option(text: str) -> tuple[str, Any]:
+    """KEY=VALUE; VALUE is JSON when it parses (3, 0.5, true, [1,2])."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(
+            f"--model-option wants KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m alexnet_lib",
+        description="AlexNet (Krizhevsky et al., 2012) reproduced in "
+                    "PyTorch: train models, list models and run profiles.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser(
+        "train", help="train a model (resumes from --out if it can)",
+        description="Train a model as §5 of the paper does. A profile "
+                    "sets the amount of work; explicit flags win over it.")
+    a = t.add_argument
+    a("--model", default="alexnet",
+      help="model to train, see `python -m alexnet_lib models` "
+           "(default: alexnet, the paper's network, §3)")
+    a("--model-option", action="append", type=_option, default=[],
+      metavar="KEY=VALUE", help="a model constructor option, repeatable; "
+      "VALUE is read as JSON when possible (e.g. lrn=false, dropout=0)")
+    a("--dataset", choices=["cifar10", "imagenet"],
+      help="data set: imagenet means any ILSVRC-layout folder such as "
+           "Imagenette (paper: ILSVRC-2010/2012, §2; default imagenet)")
+    a("--data", metavar="PATH", help="folder holding the data set "
+      "(default: $ALEXNET_DATA, else ~/.cache/alexnet_lib/data)")
+    a("--profile", default=os.environ.get(PROFILE_ENV, "gpu"),
+      metavar="NAME",
+      help=f"run profile, one of {', '.join(PROFILES)}: sets epochs and "
+           f"subset sizes, never the method (default: ${PROFILE_ENV}, "
+           f"else gpu)")
+    a("--epochs", type=int, metavar="N", help="passes over the "
+      "training set (paper: about 90, §5)")
+    a("--max-steps", type=int, metavar="N", help="stop after this many "
+      "updates in total; a later run with a larger value resumes exactly")
+    a("--batch-size", type=int, metavar="N", help="global batch size, "
+      "split over processes under torchrun (paper: 128, §5)")
+    a("--lr", type=float, metavar="LR", help="initial learning rate ε "
+      "(paper: 0.01, §5)")
+    a("--momentum", type=float, metavar="M", help="momentum "
+      "(paper: 0.9, §5)")
+    a("--weight-decay", type=float, metavar="WD", help="weight decay "
+      "(paper: 0.0005, §5)")
+    a("--update-rule", choices=["paper", "torch"], help="paper: §5's "
+      "update with ε inside the velocity; torch: torch.optim.SGD, which "
+      "differs after a learning-rate drop (default: paper)")
+    a("--patience", type=int, metavar="EPOCHS", help="epochs without a "
+      "better validation error before the rate is divided by 10, at "
+      "most 3 times (§5 does this by hand; default 2)")
+    a("--seed", type=int, metavar="N", help="random seed: the same "
+      "seed gives the same weights on a CPU (default 0)")
+    a("--out", metavar="DIR", help="run folder for checkpoint.pt, "
+      "config.json, env.json and metrics.jsonl (default runs/alexnet)")
+    a("--no-resume", action="store_true", help="start afresh even if "
+      "the run folder holds a checkpoint")
+    a("--resume", metavar="CHECKPOINT", help="resume from this "
+      "checkpoint file instead of DIR/checkpoint.pt")
+    a("--checkpoint-every", type=int, metavar="N", help="also save a "
+      "checkpoint every N updates (default 0: only at each epoch's end)")
+    a("--workers", type=int, metavar="N", help="data-loading worker "
+      "processes (the gpu profile uses 8)")
+    a("--image-size", type=int, metavar="S", help="side of the square "
+      "patch the network sees (paper: 224, §3.5; 24 for the CIFAR nets "
+      "of §3.3)")
+    a("--train-subset", type=int, metavar="N", help="use only N "
+      "training images, the first of each class (ci profile: 256)")
+    a("--val-subset", type=int, metavar="N", help="use only N "
+      "validation images, the first of each class (ci profile: 128)")
+    a("--download", action="store_true", default=None, help="download "
+      "CIFAR-10 with torchvision if it is missing")
+    a("--device", metavar="DEVICE", help="auto (CUDA if present, "
+      "else CPU), cpu, cuda or cuda:N")
+    a("--ten-crop", action="store_true", default=None, help="after "
+      "training, also score the averaged softmax of ten patches "
+      "(four corners, centre and their reflections; §4.1)")
+    a("--no-progress", action="store_true", help="hide progress bars")
+    sub.add_parser("models", help="list the models and their parameter "
+                   "counts")
+    sub.add_parser("profiles", help="list the run profiles")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig a ``train`` command line asks for, validated."""
+    cfg = apply_profile(TrainConfig(model=args.model), args.profile)
+    changes = {field: getattr(args, dest) for dest, field in
+               OVERRIDES.items() if getattr(args, dest) is not None}
+    if args.model_option:
+        changes["model_options"] = dict(args.model_option)
+    if args.no_resume:
+        changes["resume"] = False
+    if args.no_progress:
+        changes["progress"] = False
+    cfg = cfg.replace(**changes)
+    from alexnet_lib.models import list_models
+    if cfg.model not in list_models():
+        raise ConfigError(f"unknown model {cfg.model!r}; choose one of "
+                          f"{', '.join(list_models())} (python -m "
+                          f"alexnet_lib models)")
+    if cfg.data.root is not None and not os.path.isdir(cfg.data.root):
+        raise ConfigError(f"data folder {cfg.data.root} does not exist: "
+                          f"pass --data with the folder that holds the "
+                          f"data set, or set ALEXNET_DATA")
+    return validate(cfg)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from alexnet_lib.train import fit
+    cfg = config_from_args(args)
+    results = fit(cfg, resume_from=args.resume)
+    if results["world_size"] == 1 or os.environ.get("RANK", "0") == "0":
+        print(f"{cfg.model}: val top-1 error {results['val_top1_error']:.4f}"
+              f", top-5 error {results['val_top5_error']:.4f} after "
+              f"{results['global_step']} updates ({results['stopped']}); "
+              f"run folder {results['out_dir']}")
+    return 0
+
+
+def _models() -> int:
+    import torch
+
+    from alexnet_lib.models import create_model, list_models
+    print(f"{'model':<22}{'parameters':>14}")
+    for name in list_models():
+        try:  # meta tensors: count parameters without allocating them
+            with torch.device("meta"):
+                model = create_model(name)
+        except Exception:  # noqa: BLE001 (a model that needs real memory)
+            model = create_model(name)
+        count = sum(p.numel() for p in model.parameters())
+        print(f"{name:<22}{count:>14,}")
+    return 0
+
+
+def _profiles() -> int:
+    for p in PROFILES.values():
+        print(f"{p.name:<9}{p.description} [{p.hardware}]")
+        print(f"{'':<9}overrides: {p.overrides}")
+    return 0
+
+
+def _exit_code(error: Exception) -> int | None:
+    """2: a mistake in the input; 1: the run diverged; None: a bug."""
+    from alexnet_lib.checkpoint import CheckpointError
+    from alexnet_lib.data.errors import DataError
+    from alexnet_lib.train import TrainingDivergedError
+    if isinstance(error, (ConfigError, CheckpointError, DataError)):
+        return 2
+    if isinstance(error, TrainingDivergedError):
+        return 1
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return _train(args)
+        return _models() if args.command == "models" else _profiles()
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except Exception as e:
+        code = _exit_code(e)
+        if code is None:
+            raise  # a bug: keep the traceback
+        print(f"error: {e}", file=sys.stderr)
+        return code

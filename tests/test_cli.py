@@ -1,0 +1,160 @@
+"""``python -m alexnet_lib``: help, user errors (exit 2) and a real run."""
+import json
+
+import pytest
+
+from alexnet_lib import cli
+from alexnet_lib.config import PROFILES
+
+
+def _train_parser():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices["train"]
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for action in _train_parser()._actions:
+        for flag in action.option_strings:
+            assert flag in text
+        assert action.help and len(action.help.split()) >= 3, action.dest
+    for fact in ("paper: 0.01, §5", "paper: 0.9, §5", "paper: 128, §5",
+                 "paper: 0.0005, §5", "about 90, §5", "§4.1"):
+        assert fact in text
+
+
+def test_profiles_lists_every_profile(capsys):
+    assert cli.main(["profiles"]) == 0
+    out = capsys.readouterr().out
+    for p in PROFILES.values():
+        assert p.name in out and p.description in out and p.hardware in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--profile", "huge"], "error: unknown run profile 'huge'; choose one "
+                            "of ci, cpu, gpu, imagenet"),
+    (["--lr", "-1"], "error: optim.lr must be > 0 (paper §5: 0.01), "
+                     "got -1.0"),
+    (["--momentum", "1.5"], "error: optim.momentum must be in [0, 1) "
+                            "(paper: 0.9), got 1.5"),
+    (["--epochs", "0"], "error: epochs must be >= 1, got 0"),
+    (["--data", "/no/such/folder"], "error: data folder /no/such/folder "
+                                    "does not exist"),
+    (["--device", "gpu"], "error: unknown device 'gpu'"),
+    (["--patience", "0"], "error: optim.plateau_patience must be >= 1 "
+                          "epoch, got 0"),
+    (["--max-steps", "0"], "error: max_steps must be >= 1 or None, "
+                           "got 0"),
+    (["--model", "resnet"], "error: unknown model 'resnet'; choose one "
+                            "of alexnet, alexnet_owt"),
+])
+def test_user_errors_print_one_line_and_exit_2(capsys, tmp_path, args,
+                                                message):
+    code = cli.main(["train", "--profile", "ci", "--out", str(tmp_path),
+                     *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(message)
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_model_option_values_are_json_when_they_parse():
+    args = cli.build_parser().parse_args(
+        ["train", "--model-option", "dropout=0", "--model-option",
+         "lrn=false", "--model-option", "pooling=overlapping",
+         "--model-option", "widths=[1,2]", "--profile", "ci"])
+    cfg = cli.config_from_args(args)
+    assert cfg.model_options == {"dropout": 0, "lrn": False,
+                                 "pooling": "overlapping",
+                                 "widths": [1, 2]}
+    assert cfg.profile == "ci" and cfg.epochs == 1  # the profile applies
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["train", "--model-option", "x"])
+
+
+def test_explicit_flags_win_over_the_profile():
+    args = cli.build_parser().parse_args(
+        ["train", "--profile", "ci", "--epochs", "3", "--batch-size", "16",
+         "--no-resume", "--update-rule", "torch"])
+    cfg = cli.config_from_args(args)
+    assert (cfg.epochs, cfg.optim.batch_size, cfg.resume) == (3, 16, False)
+    assert cfg.optim.update_rule == "torch"
+    assert cfg.data.train_subset == 256  # from the profile
+
+
+def test_models_lists_every_model_with_its_parameter_count(capsys):
+    from alexnet_lib.models import create_model, list_models
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in list_models():
+        assert name in out
+    assert "alexnet                   60,965,224" in out  # §1: "60 million"
+    small = sum(p.numel() for p in create_model("cifar_4layer").parameters())
+    assert f"cifar_4layer{small:>24,}" in out
+
+
+def test_ci_profile_run_on_real_cifar(cifar_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli.main(["train", "--model", "cifar_4layer", "--dataset",
+                     "cifar10", "--profile", "ci", "--device", "cpu",
+                     "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("cifar_4layer: val top-1 error 0.")
+    assert "after 8 updates (epochs)" in printed  # 256 images / 32
+    assert {p.name for p in out.iterdir()} >= {
+        "checkpoint.pt", "config.json", "env.json", "metrics.jsonl"}
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["kind"] == "epoch" and record["step"] == 8
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["profile"] == "ci" and cfg["data"]["train_subset"] == 256
+    # a second identical command resumes: nothing left to train
+    assert cli.main(["train", "--model", "cifar_4layer", "--dataset",
+                     "cifar10", "--profile", "ci", "--device", "cpu",
+                     "--out", str(out)]) == 0
+    assert "after 8 updates" in capsys.readouterr().out
+
+
+def test_missing_data_set_is_a_user_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = cli.main(["train", "--model", "cifar_4layer", "--dataset",
+                     "cifar10", "--profile", "ci", "--data", str(empty),
+                     "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"error: {empty} exists but holds no CIFAR-10")
+    assert "Traceback" not in err
+
+
+def test_unusable_checkpoint_is_a_user_error(cifar_dir, tmp_path, capsys):
+    (tmp_path / "checkpoint.pt").write_bytes(b"PK\x03\x04 cut short")
+    code = cli.main(["train", "--model", "cifar_4layer", "--dataset",
+                     "cifar10", "--profile", "ci", "--device", "cpu",
+                     "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (f"error: checkpoint {tmp_path / 'checkpoint.pt'} is "
+                   f"unreadable (truncated or corrupt): delete it or point "
+                   f"--resume elsewhere; no previous checkpoint was kept "
+                   f"beside it\n")
+
+
+def test_bad_model_option_and_divergence_exit_cleanly(cifar_dir, tmp_path,
+                                                       capsys):
+    args = ["train", "--model", "cifar_4layer", "--dataset", "cifar10",
+            "--profile", "ci", "--device", "cpu", "--no-resume"]
+    code = cli.main([*args, "--out", str(tmp_path / "a"),
+                     "--model-option", "bogus=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(
+        "error: cannot build model 'cifar_4layer': model 'cifar_4layer' "
+        "got unknown option(s) ['bogus']")
+    code = cli.main([*args, "--out", str(tmp_path / "b"), "--lr", "1e6"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: training diverged at step ")
+    assert "Traceback" not in err
