@@ -170,6 +170,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (0 < o.lr_drop < 1,
          f"optim.lr_drop must be in (0, 1) (paper: 0.1), got {o.lr_drop}"),
         (cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}"),
+        (cfg.max_steps is None or cfg.max_steps >= 1,
+         f"max_steps must be >= 1 or None, got {cfg.max_steps}"),
+        (cfg.checkpoint_every >= 0,
+         f"checkpoint_every must be >= 0, got {cfg.checkpoint_every}"),
+        (o.plateau_patience >= 1, f"optim.plateau_patience must be "
+         f">= 1 epoch, got {o.plateau_patience}"),
         (d.dataset in ("cifar10", "imagenet"),
          f"data.dataset must be 'cifar10' or 'imagenet', got {d.dataset!r}"),
         (d.on_corrupt in ("skip", "stop"),

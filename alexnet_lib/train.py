@@ -149,28 +149,13 @@ def _save(path: Path, cfg: TrainConfig, model, optimizer, schedule,
     barrier()
 
 
-def _check(cfg: TrainConfig) -> TrainConfig:
-    """config.validate plus the fields only the training loop reads."""
-    cfg = validate(cfg)
-    for ok, message in [
-        (cfg.max_steps is None or cfg.max_steps >= 1,
-         f"max_steps must be >= 1 or None, got {cfg.max_steps}"),
-        (cfg.checkpoint_every >= 0,
-         f"checkpoint_every must be >= 0, got {cfg.checkpoint_every}"),
-        (cfg.optim.plateau_patience >= 1, f"optim.plateau_patience must "
-         f"be >= 1 epoch, got {cfg.optim.plateau_patience}")]:
-        if not ok:
-            raise ConfigError(message)
-    return cfg
-
-
 def fit(cfg: TrainConfig, resume_from: str | Path | None = None) -> dict:
     """Train ``cfg.model`` on ``cfg.data`` as §5 describes; see module doc.
 
     ``resume_from``: a checkpoint to continue from instead of
     ``cfg.out_dir/checkpoint.pt`` (used only when ``cfg.resume``).
     """
-    cfg = _check(cfg)
+    cfg = validate(cfg)
     wall_start = time.perf_counter()
     owns_group = not is_initialized()
     dist = init_distributed(cfg.device)

@@ -88,3 +88,21 @@ def test_result_names_must_be_file_names(tmp_path):
     with pytest.raises(ValueError, match="becomes the file name"):
         record_result("a/b", chapter="x", claim="", paper=0, ours=0,
                       profile="ci", data="", wall_time_s=0, folder=tmp_path)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"max_steps": 0}, r"max_steps must be >= 1 or None, got 0"),
+    ({"checkpoint_every": -1}, r"checkpoint_every must be >= 0"),
+    ({"optim__plateau_patience": 0}, r"plateau_patience must be >= 1"),
+])
+def test_loop_settings_are_validated_in_one_place(change, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(TrainConfig().replace(**change))
+
+
+def test_ten_crop_on_full_size_cifar_says_what_to_set(data_dir):
+    from alexnet_lib.data import build_ten_crop_loader
+    cfg = TrainConfig(data=DataConfig(dataset="cifar10", image_size=32,
+                                      val_subset=10), ten_crop=True)
+    with pytest.raises(ConfigError, match=r"set data.image_size < 32"):
+        build_ten_crop_loader(cfg)

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from ..config import TrainConfig, validate
+from ..config import ConfigError, TrainConfig, validate
 from .cifar import CifarTensors, load_cifar10
 from .cifar_loader import CifarLoader
 from .errors import DataNotFoundError
@@ -46,7 +46,7 @@ def _select_mean(kind: str, mean_image: torch.Tensor) -> torch.Tensor:
     if kind == "pixel":
         return mean_image  # (3, H, W), Caffe's mean image
     if kind == "channel":
-        # DEVIATION (optional): VGG's per-channel mean RGB value.
+        # DEVIATION: (when chosen) VGG's per-channel mean RGB value.
         return mean_image.mean((1, 2), keepdim=True)  # (3, 1, 1)
     return torch.zeros(3, 1, 1)
 
@@ -166,7 +166,7 @@ def build_ten_crop_loader(cfg: TrainConfig):
     if d.dataset == "cifar10":
         _, test, crop, mean = _cifar_data(cfg)
         if crop is None:
-            raise ValueError(
+            raise ConfigError(
                 "ten-crop testing needs patches smaller than the 32x32 "
                 "CIFAR images: set data.image_size < 32 (24 as in "
                 "cuda-convnet's CIFAR nets)")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parent
 _BESIDE = REPO.parent / "shared" / "data"
 
 if "ALEXNET_DATA" not in os.environ and _BESIDE.is_dir():
