@@ -155,8 +155,8 @@ def _train(args: argparse.Namespace) -> int:
     if results["world_size"] == 1 or os.environ.get("RANK", "0") == "0":
         print(f"{cfg.model}: val top-1 error {results['val_top1_error']:.4f}"
               f", top-5 error {results['val_top5_error']:.4f} after "
-              f"{results['global_step']} updates ({results['stopped']}); "
-              f"run folder {results['out_dir']}")
+              f"{results['global_step']} updates (stopped: "
+              f"{results['stopped']}); run folder {results['out_dir']}")
     return 0
 
 
