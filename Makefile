@@ -45,9 +45,14 @@ test: $(STAMP)
 test-lib: $(STAMP)
 	$(PY) -m pytest tests
 
+# Throughput records go to results/benchmarks/ (run on a quiet machine).
 bench: $(STAMP)
-	$(PY) benchmarks/bench_cifar_pipeline.py
-	$(PY) benchmarks/bench_alexnet_cpu.py
+	$(PY) benchmarks/bench_cifar_pipeline.py --crop 32 \
+	    --json results/benchmarks/cifar_pipeline_crop32.json
+	$(PY) benchmarks/bench_cifar_pipeline.py --crop 24 \
+	    --json results/benchmarks/cifar_pipeline_crop24.json
+	$(PY) benchmarks/bench_alexnet_cpu.py \
+	    --json results/benchmarks/alexnet_cpu.json
 
 clean:
 	rm -rf _build .pytest_cache book/vendor
