@@ -105,7 +105,7 @@ def test_ci_profile_run_on_real_cifar(cifar_dir, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert printed.startswith("cifar_4layer: val top-1 error 0.")
-    assert "after 8 updates (epochs)" in printed  # 256 images / 32
+    assert "after 8 updates (stopped: epochs)" in printed  # 256 images / 32
     assert {p.name for p in out.iterdir()} >= {
         "checkpoint.pt", "config.json", "env.json", "metrics.jsonl"}
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
