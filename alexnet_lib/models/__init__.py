@@ -15,6 +15,7 @@ from alexnet_lib.layers import (LocallyConnected2d, LocalResponseNorm,
 from alexnet_lib.models.alexnet import AlexNet, feature_map_shapes
 from alexnet_lib.models.cifar import (CifarConvLocalNet, CifarNet4Layer,
                                       cifar_11pct, cifar_13pct)
+from alexnet_lib.models.proxy import alexnet_cifar
 from alexnet_lib.models.owt import (AlexNetOWT, PretrainedWeightsError,
                                     alexnet_owt)
 from alexnet_lib.models.two_tower import TwoTowerAlexNet
@@ -22,7 +23,8 @@ from alexnet_lib.models.two_tower import TwoTowerAlexNet
 __all__ = ["register_model", "create_model", "list_models", "AlexNet",
            "TwoTowerAlexNet", "AlexNetOWT", "alexnet_owt",
            "PretrainedWeightsError", "CifarNet4Layer", "CifarConvLocalNet",
-           "cifar_11pct", "cifar_13pct", "LocalResponseNorm",
+           "cifar_11pct", "cifar_13pct", "alexnet_cifar",
+           "LocalResponseNorm",
            "local_response_norm", "LocallyConnected2d",
            "feature_map_shapes"]
 
@@ -33,6 +35,7 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     "cifar_4layer": CifarNet4Layer,           # Figure 1
     "cifar_11pct": cifar_11pct,               # §3.3, with LRN
     "cifar_13pct": cifar_13pct,               # §3.3, without LRN
+    "alexnet_cifar": alexnet_cifar,           # §3.2/§3.4 CIFAR proxy
 }
 
 
