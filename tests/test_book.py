@@ -24,6 +24,7 @@ from book_deviations import scan  # noqa: E402
 from book_scorecard import SCHEMA, check_record  # noqa: E402
 
 CHAPTER = "notebooks/3_5_overall_architecture"
+LRN_CHAPTER = "notebooks/3_3_local_response_normalization"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -203,3 +204,27 @@ def test_pages_render_with_typeset_math(build):
             assert "<mjx-container" in dom, f"math not typeset in {page}"
             raw = re.search(r'class="math[^"]*">\s*\\[(\[]', dom)
             assert raw is None, f"raw TeX left in {page}: {raw}"
+
+
+@pytest.mark.skipif(chromium() is None, reason=(
+    "Chromium is not installed (apt-get install -y chromium); the "
+    "rendered-widget check needs it"))
+@pytest.mark.skipif(not (REPO / "book" / "vendor").is_dir(), reason=(
+    "book/vendor/ is missing (bash book/tools/vendor_js.sh): without it "
+    "the widget JavaScript loads from a CDN this machine may not reach"))
+def test_lrn_explorer_widget_renders(build):
+    """The §3.3 notebook's saved widget state becomes live sliders."""
+    html, _ = build
+    page = html / f"{LRN_CHAPTER}.html"
+    source = read(html, LRN_CHAPTER)
+    assert "application/vnd.jupyter.widget-state+json" in source, (
+        "no widget state embedded: execute the notebook with nbclient's "
+        "store_widget_state=True (jupyter execute does by default)")
+    shots = html / "_screenshots"
+    shots.mkdir(exist_ok=True)
+    shot = shots / (LRN_CHAPTER.replace("/", "_") + ".png")
+    dom = render(chromium(), page, shot)
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    # html-manager renders each slider as a div with these classes.
+    assert "widget-slider" in dom, f"no rendered ipywidgets slider in {page}"
+    assert "<mjx-container" in dom, f"math not typeset in {page}"

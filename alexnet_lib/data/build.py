@@ -41,7 +41,7 @@ def build_loaders(cfg: TrainConfig, rank: int = 0, world_size: int = 1,
     return _imagenet_loaders(cfg, rank, world_size)
 
 
-def _select_mean(kind: str, mean_image: torch.Tensor) -> torch.Tensor:
+def select_mean(kind: str, mean_image: torch.Tensor) -> torch.Tensor:
     """§2 "mean activity ... from each pixel": data.mean picks which."""
     if kind == "pixel":
         return mean_image  # (3, H, W), Caffe's mean image
@@ -58,7 +58,7 @@ def _cifar_data(cfg: TrainConfig):
     test = load_cifar10(d.root, "test", d.download, d.val_subset,
                         d.on_corrupt)
     crop = d.image_size if d.image_size < 32 else None
-    mean = _select_mean(d.mean, compute_mean_image(train.images))
+    mean = select_mean(d.mean, compute_mean_image(train.images))
     return train, test, crop, mean
 
 
@@ -97,7 +97,7 @@ def _imagenet_data(cfg: TrainConfig):
     # resize, cached; subtracted before cropping, as Caffe does.
     mean_image = compute_mean_image(train, d.resize,
                                     num_workers=d.num_workers)
-    return root, train, _select_mean(d.mean, mean_image)
+    return root, train, select_mean(d.mean, mean_image)
 
 
 def _imagenet_loaders(cfg, rank, world_size):

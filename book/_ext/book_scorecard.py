@@ -145,6 +145,36 @@ class ScorecardDirective(SphinxDirective):
         return [ref]
 
 
+class ChapterTimesDirective(ScorecardDirective):
+    """One row per chapter: the profile, hardware and wall time of the
+    run whose records are stored (the longest record of the chapter,
+    since each record's time is the notebook's time when it was made)."""
+
+    def run(self) -> list[nodes.Node]:
+        folder = Path(self.env.srcdir) / "results"
+        mark_generated(self.env)
+        latest: dict[str, dict] = {}
+        for _, r in load_records(folder) if folder.is_dir() else []:
+            if (r["chapter"] not in latest
+                    or r["wall_time_s"] > latest[r["chapter"]]["wall_time_s"]):
+                latest[r["chapter"]] = r
+        if not latest:
+            return [nodes.paragraph(text="No chapter has recorded a run "
+                                         "yet.")]
+        rows = [[self._chapter(c), [nodes.Text(r["profile"])],
+                 [nodes.Text(r["hardware"])],
+                 [nodes.Text(_minutes(r["wall_time_s"]))],
+                 [nodes.Text(r["date"])]]
+                for c, r in sorted(latest.items())]
+        return [table(["Chapter", "Profile", "Hardware", "Wall time",
+                       "Date"], rows, [30, 8, 36, 12, 14])]
+
+
+def _minutes(seconds: float) -> str:
+    return (f"{seconds:,.0f} s" if seconds < 120
+            else f"{seconds / 60:,.0f} min")
+
+
 class ResultsSchemaDirective(SphinxDirective):
     def run(self) -> list[nodes.Node]:
         rows = [[[nodes.literal(text=key)], [nodes.Text(shown)],
@@ -157,4 +187,5 @@ def setup(app: Sphinx) -> dict:
     app.setup_extension("book_deviations")  # shared re-read bookkeeping
     app.add_directive("scorecard", ScorecardDirective)
     app.add_directive("results-schema", ResultsSchemaDirective)
+    app.add_directive("chapter-times", ChapterTimesDirective)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
