@@ -51,6 +51,9 @@ bench: $(STAMP)
 	    --json results/benchmarks/cifar_pipeline_crop32.json
 	$(PY) benchmarks/bench_cifar_pipeline.py --crop 24 \
 	    --json results/benchmarks/cifar_pipeline_crop24.json
+	$(PY) benchmarks/bench_cifar_pipeline.py --crop 27 \
+	    --model alexnet_cifar \
+	    --json results/benchmarks/cifar_pipeline_alexnet_cifar.json
 	$(PY) benchmarks/bench_alexnet_cpu.py \
 	    --json results/benchmarks/alexnet_cpu.json
 

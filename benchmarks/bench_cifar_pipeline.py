@@ -1,16 +1,20 @@
 """CIFAR-10 input pipelines on the CPU: in-memory batches vs PIL per image.
 
     python benchmarks/bench_cifar_pipeline.py [--data DIR] [--crop 24]
-        [--batch 128] [--batches 40] [--steps 20] [--repeats 3]
-        [--threads N] [--quick] [--json out.json]
+        [--model cifar_4layer|alexnet_cifar] [--batch 128]
+        [--batches 40] [--steps 20] [--repeats 3] [--threads N]
+        [--quick] [--json out.json]
 
 (a) Data path alone, images/s: alexnet_lib's CifarLoader (uint8 tensors
-in memory, crop + flip + mean subtraction in batched tensor ops, with
-and without PCA colour noise) against torchvision's ImageFolder + PIL
-transforms (RandomCrop + RandomHorizontalFlip + ToTensor + Normalize)
-through a DataLoader with 0 and 2 workers.
-(b) End to end, images/s: SGD training steps of the CIFAR 4-layer net
-(``create_model("cifar_4layer")``, batch 128) fed by each pipeline.
+in memory, mean subtraction in batched tensor ops) without augmentation
+(centre crops), with random crops + mirrors (§4.1), and with PCA colour
+noise on top, against torchvision's ImageFolder + PIL transforms
+(RandomCrop + RandomHorizontalFlip + ToTensor + Normalize) through a
+DataLoader with 0 and 2 workers.
+(b) End to end, images/s: SGD training steps of ``--model`` (the CIFAR
+4-layer net, or the AlexNet proxy with 27x27 crops; batch 128) fed by
+each pipeline. The number to watch: crops + mirrors + PCA colour as a
+share of the images/s without augmentation.
 
 Each measurement is a segment: a fresh iterator, ``warmup`` untimed
 batches (worker start-up), then timed batches. Segments of the
@@ -84,11 +88,11 @@ def take_turns(pipelines: dict, batches: int, warmup: int, repeats: int,
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
-def training_step(crop: int):
-    """One SGD step of the CIFAR 4-layer net, or None if not available."""
+def training_step(crop: int, name: str = "cifar_4layer"):
+    """One SGD step of the named CIFAR net, or None if not available."""
     try:
         from alexnet_lib.models import create_model
-        model = create_model("cifar_4layer", input_size=crop)
+        model = create_model(name, input_size=crop)
     except (ImportError, ValueError, TypeError) as err:
         print(f"skipping end-to-end: cifar_4layer not available ({err})")
         return None
@@ -108,6 +112,9 @@ def main(argv=None) -> dict:
                    help="CIFAR-10 folder or data root ($ALEXNET_DATA)")
     p.add_argument("--crop", type=int, default=24,
                    help="24 (cuda-convnet) or 32 (padding 4 for PIL)")
+    p.add_argument("--model", default="cifar_4layer",
+                   choices=("cifar_4layer", "alexnet_cifar"),
+                   help="network of the end-to-end rows")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--batches", type=int, default=40,
                    help="timed batches per data-path segment")
@@ -132,11 +139,13 @@ def main(argv=None) -> dict:
     crop = args.crop if args.crop < 32 else None
     b = args.batch
 
-    def memory(pca_std):
+    def memory(pca_std, augment=True):
         return lambda: CifarLoader(train.images, train.labels, b,
-                                   crop=crop, flip=True, pca_std=pca_std,
+                                   crop=crop, flip=augment,
+                                   random_crop=augment, pca_std=pca_std,
                                    mean=mean, drop_last=True)
-    pipelines = {"in-memory CifarLoader": memory(0.0),
+    pipelines = {"in-memory, no augmentation": memory(0.0, False),
+                 "in-memory CifarLoader": memory(0.0),
                  "in-memory CifarLoader + PCA": memory(0.1)}
     if kind == "folder":
         for w in (0, 2):
@@ -146,12 +155,14 @@ def main(argv=None) -> dict:
     else:
         print(f"no image folder at {folder}: PIL rows skipped")
 
-    print(f"threads {args.threads}, batch {b}, crop {args.crop}; "
+    print(f"threads {args.threads}, batch {b}, crop {args.crop}, model "
+          f"{args.model}; "
           f"load_cifar10('train') took {load_s:.2f} s")
     results = {"threads": args.threads, "batch": b, "crop": args.crop,
+               "model": args.model,
                "load_s": load_s, "data_path": take_turns(
                    pipelines, args.batches, args.warmup, args.repeats)}
-    step = training_step(args.crop)
+    step = training_step(args.crop, args.model)
     if step is not None:
         results["end_to_end"] = take_turns(
             pipelines, args.steps, args.warmup, args.repeats, step)
@@ -187,6 +198,11 @@ def format_table(results: dict) -> str:
         e_mem = e2e["in-memory CifarLoader"]
         e_pca = e2e["in-memory CifarLoader + PCA"]
         rows.append(f"PCA cost end to end: {100 * (e_mem / e_pca - 1):.0f}%")
+        bare = e2e.get("in-memory, no augmentation")
+        if bare:
+            rows.append(f"crops + mirrors + PCA end to end: "
+                        f"{100 * e_pca / bare:.0f}% of the images/s "
+                        f"without augmentation")
     return "\n".join(rows)
 
 
