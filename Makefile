@@ -56,6 +56,8 @@ bench: $(STAMP)
 	    --json results/benchmarks/cifar_pipeline_alexnet_cifar.json
 	$(PY) benchmarks/bench_alexnet_cpu.py \
 	    --json results/benchmarks/alexnet_cpu.json
+	$(PY) benchmarks/bench_imagenet_scale.py --device cpu \
+	    --json results/benchmarks/imagenet_scale_cpu.json
 
 clean:
 	rm -rf _build .pytest_cache book/vendor

@@ -1,18 +1,26 @@
-"""Command line: ``python -m alexnet_lib {train,models,profiles}``.
+"""Command line: ``python -m alexnet_lib {train,prepare-shards,models,
+profiles}``.
 
     python -m alexnet_lib train --model cifar_4layer --dataset cifar10 \\
         --profile ci --out runs/try
     torchrun --standalone --nproc_per_node=2 -m alexnet_lib train ...
+    python -m alexnet_lib prepare-shards --data DIR --out SHARDS
 
 A profile sets how much work a run does; flags given explicitly win over
 it. Mistakes in the input (unknown profile, bad value, missing data,
 unusable checkpoint) print one line to stderr and exit with status 2.
+SIGTERM or a first Ctrl-C (SIGINT) saves a checkpoint after the update
+in progress and exits with 128 + the signal number (143 for SIGTERM,
+130 for SIGINT), the shell's code for "ended by that signal": torchrun
+--max-restarts then restarts a worker that alone was stopped, and the
+same command resumes. A second Ctrl-C aborts at once.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
 from typing import Any, Sequence
 
@@ -31,6 +39,16 @@ OVERRIDES = {
     "lr": "optim__lr", "momentum": "optim__momentum",
     "weight_decay": "optim__weight_decay",
     "update_rule": "optim__update_rule", "patience": "optim__plateau_patience",
+    "decode": "data__decode", "bf16": "speed__bf16",
+    "channels_last": "speed__channels_last", "compile": "speed__compile",
+    "cudnn_benchmark": "speed__cudnn_benchmark", "tf32": "speed__tf32",
+}
+SPEED_HELP = {  # see alexnet_lib/speed.py
+    "bf16": "bfloat16 autocast of convolutions and matmuls",
+    "channels-last": "NHWC memory layout (tensor-core friendly)",
+    "compile": "torch.compile the model (minutes of compiling first)",
+    "cudnn-benchmark": "let cuDNN time its algorithms per shape",
+    "tf32": "TF32 tensor cores for float32 matmuls and convolutions",
 }
 
 
@@ -118,10 +136,60 @@ def build_parser() -> argparse.ArgumentParser:
       "training, also score the averaged softmax of ten patches "
       "(four corners, centre and their reflections; §4.1)")
     a("--no-progress", action="store_true", help="hide progress bars")
+    a("--decode", choices=["pil", "batched"], help="ImageNet input: pil "
+      "decodes and augments each image in a worker; batched: workers "
+      "only read files, the device (GPU if used) decodes and augments "
+      "whole batches, giving the same images (default pil)")
+    for name, text in SPEED_HELP.items():
+        a(f"--{name}", action=argparse.BooleanOptionalAction,
+          help=f"{text}; not in the paper (default: on for CUDA with "
+               f"--profile imagenet, else off)")
+    _shards_parser(sub)
     sub.add_parser("models", help="list the models and their parameter "
                    "counts")
     sub.add_parser("profiles", help="list the run profiles")
     return p
+
+
+def _shards_parser(sub) -> None:
+    s = sub.add_parser(
+        "prepare-shards", help="write a split once as tar shards of "
+        "images with shorter side 256 (resumable)",
+        description="Decode and check every image of a split, resize "
+                    "its shorter side to 256 (§2) and write WebDataset-"
+                    "style tar shards (<key>.jpg + <key>.cls). Corrupt "
+                    "images are reported and skipped; run the same "
+                    "command again to finish an interrupted run.")
+    a = s.add_argument
+    a("--data", metavar="PATH", help="ImageNet-format folder with "
+      "train/ and val/ (default: found under $ALEXNET_DATA)")
+    a("--out", metavar="DIR", required=True, help="folder for the "
+      "shards and shards.json")
+    a("--split", default="train", help="train or val (default train)")
+    a("--shard-size", type=int, default=1000, metavar="N",
+      help="images per shard (default 1000, ~25 MB at 256 px)")
+    a("--resize", type=int, default=256, metavar="S", help="shorter "
+      "side of the stored images (paper: 256, §2)")
+    a("--quality", type=int, default=95, metavar="Q", help="JPEG "
+      "quality of resized images (default 95; smaller ones are copied)")
+    a("--subset", type=int, metavar="N", help="only N images, the "
+      "first of each class")
+    a("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _prepare_shards(args: argparse.Namespace) -> int:
+    from alexnet_lib.data.shards import prepare_shards
+    if args.data is not None and not os.path.isdir(args.data):
+        raise ConfigError(f"data folder {args.data} does not exist: pass "
+                          f"--data with the folder that holds train/ and "
+                          f"val/")
+    m = prepare_shards(args.data, args.out, args.split, args.shard_size,
+                       args.resize, args.quality, args.subset,
+                       progress=not args.no_progress)
+    n = sum(e["count"] for e in m["shards"].values())
+    print(f"{n} images in {len(m['shards'])} shards, "
+          f"{len(m['corrupt'])} corrupt skipped: {args.out}")
+    return 0
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -149,10 +217,20 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from alexnet_lib.signals import stop_on
     from alexnet_lib.train import fit
     cfg = config_from_args(args)
-    results = fit(cfg, resume_from=args.resume)
-    if results["world_size"] == 1 or os.environ.get("RANK", "0") == "0":
+    with stop_on(signal.SIGTERM, signal.SIGINT) as stop:
+        results = fit(cfg, resume_from=args.resume)
+    main = results["world_size"] == 1 or os.environ.get("RANK", "0") == "0"
+    if results["stopped"] == "signal":
+        if main:
+            print(f"stopped by {results['signal']} after "
+                  f"{results['global_step']} updates; checkpoint saved to "
+                  f"{results['checkpoint']}: run the same command again "
+                  f"to resume", file=sys.stderr)
+        return 128 + (stop.signum or signal.SIGTERM)
+    if main:
         print(f"{cfg.model}: val top-1 error {results['val_top1_error']:.4f}"
               f", top-5 error {results['val_top5_error']:.4f} after "
               f"{results['global_step']} updates (stopped: "
@@ -200,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "prepare-shards":
+            return _prepare_shards(args)
         return _models() if args.command == "models" else _profiles()
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume",

@@ -34,6 +34,11 @@ class DataConfig:
     train_subset: int | None = None  # first N training images (profiles)
     val_subset: int | None = None  # first N validation images
     num_workers: int = 0  # DataLoader worker processes
+    # ImageNet folders: "pil" decodes and augments each image in a
+    # worker; "batched": workers only read the files, the device decodes
+    # and augments whole batches (data/jpeg_batch.py, same images).
+    # "pil" stays the default until the CUDA path is measured on a GPU.
+    decode: str = "pil"
     on_corrupt: str = "skip"  # "skip" (count and report) or "stop"
     download: bool = False  # fetch with torchvision if missing
 
@@ -53,11 +58,36 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class SpeedConfig:
+    """Arithmetic options of today's GPUs (alexnet_lib/speed.py).
+
+    None: on for CUDA, off on the CPU (what the imagenet profile sets);
+    False, the default, keeps every other run computing as it always
+    did. Not in the paper; speed.check_option compares each with
+    float32 eager results.
+    """
+    # DEVIATION: (imagenet profile, CUDA) bf16 autocast and TF32 compute
+    # with shorter mantissas than the paper's float32 (speed.TOLERANCES).
+    bf16: bool | None = False  # bfloat16 autocast
+    channels_last: bool | None = False  # NHWC memory layout
+    compile: bool | None = False  # torch.compile
+    cudnn_benchmark: bool | None = False  # cuDNN autotuning
+    tf32: bool | None = False  # TF32 tensor cores for float32
+
+    def resolve(self, device_type: str) -> "SpeedConfig":
+        """Every None replaced by the default for ``device_type``."""
+        return SpeedConfig(**{
+            k: device_type == "cuda" if v is None else v
+            for k, v in dataclasses.asdict(self).items()})
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: str = "alexnet"
     model_options: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     epochs: int = 90  # §5 "roughly 90 cycles"
     max_steps: int | None = None  # stop after this many updates in total
     seed: int = 0
@@ -77,18 +107,19 @@ class TrainConfig:
         d = dict(d)
         d["data"] = DataConfig(**d.get("data", {}))
         d["optim"] = OptimConfig(**d.get("optim", {}))
+        d["speed"] = SpeedConfig(**d.get("speed", {}))
         return cls(**d)
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        """Copy with changes; ``data__x``/``optim__x`` reach nested fields."""
-        data = {k[6:]: v for k, v in changes.items() if k.startswith("data__")}
-        optim = {k[7:]: v for k, v in changes.items()
-                 if k.startswith("optim__")}
+        """Copy with changes; ``data__x``, ``optim__x``, ``speed__x``
+        reach nested fields."""
         top = {k: v for k, v in changes.items() if "__" not in k}
-        if data:
-            top["data"] = dataclasses.replace(self.data, **data)
-        if optim:
-            top["optim"] = dataclasses.replace(self.optim, **optim)
+        for part in ("data", "optim", "speed"):
+            nested = {k[len(part) + 2:]: v for k, v in changes.items()
+                      if k.startswith(part + "__")}
+            if nested:
+                top[part] = dataclasses.replace(getattr(self, part),
+                                                **nested)
         return dataclasses.replace(self, **top)
 
 
@@ -112,8 +143,12 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
     Profile("gpu", "the full experiment on its data set", "one CUDA GPU",
             {"data__num_workers": 8}),
     Profile("imagenet", "the paper's recipe on ILSVRC-2012 (§5)",
-            "1-8 CUDA GPUs, fast disk", {"epochs": 90,
-                                         "data__num_workers": 12}),
+            "1-8 CUDA GPUs, fast disk", {
+                "epochs": 90, "data__num_workers": 12,
+                # every speed option on for CUDA (None: by device)
+                "speed__bf16": None, "speed__channels_last": None,
+                "speed__compile": None, "speed__cudnn_benchmark": None,
+                "speed__tf32": None}),
 ]}
 
 
@@ -180,6 +215,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          f"data.dataset must be 'cifar10' or 'imagenet', got {d.dataset!r}"),
         (d.on_corrupt in ("skip", "stop"),
          f"data.on_corrupt must be 'skip' or 'stop', got {d.on_corrupt!r}"),
+        (d.decode in ("pil", "batched"),
+         f"data.decode must be 'pil' or 'batched', got {d.decode!r}"),
         (d.mean in ("pixel", "channel", "none"),
          f"data.mean must be 'pixel', 'channel' or 'none', got {d.mean!r}"),
         (d.pca_lighting >= 0,

@@ -5,6 +5,9 @@
 folder (``cfg.out_dir``) holds checkpoint.pt, config.json, env.json and
 metrics.jsonl; a later ``fit`` with the same folder resumes exactly where
 the last one stopped (same batches, same dropout masks, same weights).
+SIGTERM ends a run cleanly: after the update in progress, a checkpoint
+(mid-epoch position included) is saved and ``fit`` returns with
+``stopped == "signal"``.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import itertools
 import json
 import math
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -33,6 +37,8 @@ from alexnet_lib.distributed import (all_gather_object, all_reduce_sum,
 from alexnet_lib.evaluate import evaluate
 from alexnet_lib.models import create_model
 from alexnet_lib.optim import PlateauSchedule, build_optimizer
+from alexnet_lib.signals import StopFlag, stop_on, until_stopped
+from alexnet_lib.speed import apply_speed
 
 
 class TrainingDivergedError(RuntimeError):
@@ -155,6 +161,11 @@ def fit(cfg: TrainConfig, resume_from: str | Path | None = None) -> dict:
     ``resume_from``: a checkpoint to continue from instead of
     ``cfg.out_dir/checkpoint.pt`` (used only when ``cfg.resume``).
     """
+    with stop_on(signal.SIGTERM) as stop:  # the CLI adds SIGINT
+        return _fit(cfg, resume_from, stop)
+
+
+def _fit(cfg: TrainConfig, resume_from, stop: StopFlag) -> dict:
     cfg = validate(cfg)
     wall_start = time.perf_counter()
     owns_group = not is_initialized()
@@ -175,6 +186,8 @@ def fit(cfg: TrainConfig, resume_from: str | Path | None = None) -> dict:
             f"data gives {info['input_size']}x{info['input_size']}: set "
             f"--image-size {want} (data.image_size) or --model-option "
             f"input_size={info['input_size']}")
+    # bf16, channels_last, compile, ...: as cfg.speed says (default off)
+    model = apply_speed(model, cfg.speed, device)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None)
@@ -217,23 +230,26 @@ def fit(cfg: TrainConfig, resume_from: str | Path | None = None) -> dict:
     val = None
     limit = cfg.max_steps if cfg.max_steps is not None else math.inf
     while (epoch < cfg.epochs and global_step < limit
-           and not schedule.finished):
+           and not schedule.finished and not stop.agreed(device)):
         n_batches = len(train_loader)
         bar = tqdm(total=n_batches, initial=step_in_epoch,
                    desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and main), dynamic_ncols=True)
         parts = []
-        while step_in_epoch < n_batches and global_step < limit:
+        while (step_in_epoch < n_batches and global_step < limit
+               and not stop.agreed(device)):
             # Train up to the next mid-epoch checkpoint or max_steps.
             todo = min(n_batches - step_in_epoch, limit - global_step)
             if cfg.checkpoint_every:
                 every = cfg.checkpoint_every
                 todo = min(todo, every - global_step % every)
             train_loader.set_epoch(epoch, start_step=step_in_epoch)
-            part = train_one_epoch(model, train_loader, optimizer, device,
+            part = train_one_epoch(model, until_stopped(
+                                       train_loader, stop, device),
+                                   optimizer, device,
                                    max_updates=int(todo),
                                    first_step=global_step + 1, bar=bar)
-            if part["steps"] < todo:
+            if part["steps"] < todo and not stop.stopped:
                 raise RuntimeError(f"the training loader gave fewer "
                                    f"batches than its len(), {n_batches}")
             parts.append(part)
@@ -248,7 +264,7 @@ def fit(cfg: TrainConfig, resume_from: str | Path | None = None) -> dict:
                   "lr": optimizer.param_groups[0]["lr"],
                   "train_loss": train["loss"], "train_error": train["error"],
                   "images_per_s": train["images_per_s"]}
-        if step_in_epoch < n_batches:  # stopped by max_steps mid-epoch
+        if step_in_epoch < n_batches:  # max_steps or a signal mid-epoch
             log(dict(record, kind="partial_epoch",
                      step_in_epoch=step_in_epoch))
             val = None
@@ -267,13 +283,16 @@ def fit(cfg: TrainConfig, resume_from: str | Path | None = None) -> dict:
                        f"{val['top1_error']:.4f} top-5 "
                        f"{val['top5_error']:.4f}; lr {record['lr']:g}")
 
-    if val is None:  # the last weights were not validated yet
+    if stop.stopped:  # exit fast: the signal's sender will not wait
+        val = val or dict.fromkeys(("top1_error", "top5_error", "loss"))
+    elif val is None:  # the last weights were not validated yet
         val = evaluate(model, val_loader, device, sharded=False)
         log({"kind": "eval", "epoch": epoch, "step": global_step,
              "val_top1_error": val["top1_error"],
              "val_top5_error": val["top5_error"], "val_loss": val["loss"]})
     ten = None
-    if cfg.ten_crop:  # §4.1: average the softmax over ten patches
+    # §4.1: average the softmax over ten patches
+    if cfg.ten_crop and not stop.stopped:
         ten = evaluate(model, build_ten_crop_loader(cfg), device,
                        ten_crop=True, sharded=False)
         log({"kind": "ten_crop", "epoch": epoch, "step": global_step,
@@ -281,10 +300,12 @@ def fit(cfg: TrainConfig, resume_from: str | Path | None = None) -> dict:
              "top5_error": ten["top5_error"], "loss": ten["loss"],
              "n": ten["n"]})
     # §5: the rate was cut three times and the error plateaued again
-    stopped = ("plateau" if schedule.finished else
+    stopped = ("signal" if stop.stopped else
+               "plateau" if schedule.finished else
                "max_steps" if global_step >= limit else "epochs")
     results = {
         "epochs": epoch, "global_step": global_step, "stopped": stopped,
+        "signal": stop.name,
         "resumed": resumed, "lr": optimizer.param_groups[0]["lr"],
         "lr_drops": schedule.drops, "val_top1_error": val["top1_error"],
         "val_top5_error": val["top5_error"], "val_loss": val["loss"],

@@ -50,7 +50,7 @@ def test_profiles_lists_every_profile(capsys):
     (["--max-steps", "0"], "error: max_steps must be >= 1 or None, "
                            "got 0"),
     (["--model", "resnet"], "error: unknown model 'resnet'; choose one "
-                            "of alexnet, alexnet_owt"),
+                            "of alexnet, alexnet_cifar, alexnet_owt"),
 ])
 def test_user_errors_print_one_line_and_exit_2(capsys, tmp_path, args,
                                                 message):

@@ -187,7 +187,7 @@ def test_registry_lists_the_contract_names():
 
 def test_create_model_errors_name_the_problem():
     with pytest.raises(ValueError, match="unknown model 'alexnet2'.*"
-                       "known models: alexnet, alexnet_owt"):
+                       "known models: alexnet, alexnet_cifar, alexnet_owt"):
         create_model("alexnet2")
     with pytest.raises(TypeError, match="model 'alexnet' got unknown "
                        r"option\(s\) \['lnr'\].*lrn"):

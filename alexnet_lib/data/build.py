@@ -2,9 +2,10 @@
 
 CIFAR-10: decoded once into memory, augmented in batches (CifarLoader).
 ImageNet format: ImageNetFolder + the paper's per-image transforms in a
-DataLoader driven by a ResumableBatchSampler. Both resume exactly from
-``set_epoch(epoch, start_step)`` and split every global batch across
-ranks, so 2 processes see what 1 process sees.
+DataLoader driven by a ResumableBatchSampler (or, with data.decode =
+"batched", the same images decoded in batches on the device). All
+resume exactly from ``set_epoch(epoch, start_step)`` and split every
+global batch across ranks, so 2 processes see what 1 process sees.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .cifar import CifarTensors, load_cifar10
 from .cifar_loader import CifarLoader
 from .errors import DataNotFoundError
 from .imagenet import ImageNetFolder, download_imagenette, find_imagenet
+from .jpeg_batch import batched_loaders
 from .sampler import ResumableBatchSampler, ResumableLoader
 from .transforms import (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC,
                          PCALighting, RandomCropFlip, ResizeCenterCrop,
@@ -33,12 +35,13 @@ def build_loaders(cfg: TrainConfig, rank: int = 0, world_size: int = 1,
     train_loader: ``set_epoch(epoch, start_step=0)``, ``len()`` = global
     batches per epoch; rank r gets its slice of each global batch of
     ``cfg.optim.batch_size``. val_loader: the whole validation set, in
-    order, on every rank. ``device``: where CIFAR batches are made.
+    order, on every rank. ``device``: where CIFAR batches are made, and
+    ImageNet batches with ``data.decode == "batched"``.
     """
     validate(cfg)
     if cfg.data.dataset == "cifar10":
         return _cifar_loaders(cfg, rank, world_size, device)
-    return _imagenet_loaders(cfg, rank, world_size)
+    return _imagenet_loaders(cfg, rank, world_size, device)
 
 
 def select_mean(kind: str, mean_image: torch.Tensor) -> torch.Tensor:
@@ -100,7 +103,7 @@ def _imagenet_data(cfg: TrainConfig):
     return root, train, select_mean(d.mean, mean_image)
 
 
-def _imagenet_loaders(cfg, rank, world_size):
+def _imagenet_loaders(cfg, rank, world_size, device="cpu"):
     d, batch = cfg.data, cfg.optim.batch_size
     root, train, mean = _imagenet_data(cfg)
     # Pixel-wise steps commute with crop and mirror, so subtracting the
@@ -110,23 +113,27 @@ def _imagenet_loaders(cfg, rank, world_size):
     # (fb.resnet.torch, anchors B8) instead of a pass over our training
     # set; the augmentation notebook recomputes and compares them.
     pca = (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC)
-    train.transform = SeededCompose([
-        ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
-        PCALighting(d.pca_lighting, *pca),
-        RandomCropFlip(d.image_size, d.random_crop, d.flip)])
-    val = ImageNetFolder(root, "val", SeededCompose([
-        ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
-        v2.CenterCrop(d.image_size)]), d.on_corrupt, d.val_subset)
     sampler = ResumableBatchSampler(len(train), batch, shuffle=True,
                                     seed=cfg.seed, rank=rank,
                                     world_size=world_size)
-    workers = d.num_workers
-    pin = torch.cuda.is_available()
-    train_loader = ResumableLoader(DataLoader(
-        train, batch_sampler=sampler, num_workers=workers,
-        pin_memory=pin, persistent_workers=workers > 0), sampler)
-    val_loader = DataLoader(val, batch_size=batch, shuffle=False,
-                            num_workers=workers, pin_memory=pin)
+    if d.decode == "batched":  # workers read files, the device decodes
+        train_loader, val_loader, val = batched_loaders(
+            cfg, root, train, mean, pca, sampler, device)
+    else:
+        train.transform = SeededCompose([
+            ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
+            PCALighting(d.pca_lighting, *pca),
+            RandomCropFlip(d.image_size, d.random_crop, d.flip)])
+        val = ImageNetFolder(root, "val", SeededCompose([
+            ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
+            v2.CenterCrop(d.image_size)]), d.on_corrupt, d.val_subset)
+        workers = d.num_workers
+        pin = torch.cuda.is_available()
+        train_loader = ResumableLoader(DataLoader(
+            train, batch_sampler=sampler, num_workers=workers,
+            pin_memory=pin, persistent_workers=workers > 0), sampler)
+        val_loader = DataLoader(val, batch_size=batch, shuffle=False,
+                                num_workers=workers, pin_memory=pin)
     return train_loader, val_loader, _info(
         "imagenet", train, val, train.classes, d.image_size, mean,
         pca if d.pca_lighting > 0 else None, str(root),
