@@ -24,8 +24,9 @@ import signal
 import sys
 from typing import Any, Sequence
 
-from alexnet_lib.config import (PROFILE_ENV, PROFILES, ConfigError,
-                                TrainConfig, apply_profile, validate)
+from alexnet_lib.config import (DATA_FORMATS, PROFILE_ENV, PROFILES,
+                                ConfigError, TrainConfig, apply_profile,
+                                validate)
 
 # flag dest -> TrainConfig field (``replace`` syntax); applied if given.
 OVERRIDES = {
@@ -39,7 +40,8 @@ OVERRIDES = {
     "lr": "optim__lr", "momentum": "optim__momentum",
     "weight_decay": "optim__weight_decay",
     "update_rule": "optim__update_rule", "patience": "optim__plateau_patience",
-    "decode": "data__decode", "bf16": "speed__bf16",
+    "decode": "data__decode", "data_format": "data__format",
+    "val_data": "data__val_root", "bf16": "speed__bf16",
     "channels_last": "speed__channels_last", "compile": "speed__compile",
     "cudnn_benchmark": "speed__cudnn_benchmark", "tf32": "speed__tf32",
 }
@@ -84,8 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--dataset", choices=["cifar10", "imagenet"],
       help="data set: imagenet means any ILSVRC-layout folder such as "
            "Imagenette (paper: ILSVRC-2010/2012, §2; default imagenet)")
-    a("--data", metavar="PATH", help="folder holding the data set "
-      "(default: $ALEXNET_DATA, else ~/.cache/alexnet_lib/data)")
+    a("--data", metavar="PATH", help="folder holding the data set, or "
+      "the shards prepare-shards wrote (default: $ALEXNET_DATA, else "
+      "~/.cache/alexnet_lib/data)")
+    a("--data-format", choices=DATA_FORMATS, help="ImageNet input; "
+      "auto (default): shards if --data holds shards.json, else folder")
+    a("--val-data", metavar="PATH", help="folder holding val/, or val "
+      "shards (default: --data, or the folder shards were made from)")
     a("--profile", default=os.environ.get(PROFILE_ENV, "gpu"),
       metavar="NAME",
       help=f"run profile, one of {', '.join(PROFILES)}: sets epochs and "

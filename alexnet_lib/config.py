@@ -15,6 +15,7 @@ from typing import Any
 PROFILE_ENV = "ALEXNET_PROFILE"  # chooses the profile inside notebooks
 DATA_ENV = "ALEXNET_DATA"  # folder that holds the data sets
 CACHE_ENV = "ALEXNET_CACHE"  # folder for decoded tensors, mean images
+DATA_FORMATS = ("auto", "folder", "shards")  # DataConfig.format
 
 
 class ConfigError(ValueError):
@@ -25,6 +26,13 @@ class ConfigError(ValueError):
 class DataConfig:
     dataset: str = "imagenet"  # "cifar10" or "imagenet" (any ILSVRC layout)
     root: str | None = None  # None: search data_root() for the data set
+    # ImageNet: "folder" (<root>/{train,val}/<synset>/), "shards" (root
+    # is what prepare-shards wrote) or "auto" (shards if root holds a
+    # shards.json); see alexnet_lib/data/sources.py
+    format: str = "auto"
+    # validation images: a folder with val/ or val shards; None: root,
+    # or for shards the folder they were made from
+    val_root: str | None = None
     image_size: int = 224  # §3.5 network input (see AlexNet input_size)
     resize: int = 256  # §2 shorter side to 256, central 256x256
     random_crop: bool = True  # §4.1 random crops of the resized image
@@ -215,6 +223,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          f"data.dataset must be 'cifar10' or 'imagenet', got {d.dataset!r}"),
         (d.on_corrupt in ("skip", "stop"),
          f"data.on_corrupt must be 'skip' or 'stop', got {d.on_corrupt!r}"),
+        (d.format in DATA_FORMATS,
+         f"data.format must be one of {', '.join(DATA_FORMATS)}, "
+         f"got {d.format!r}"),
+        (d.format != "shards" or d.dataset == "imagenet",
+         f"data.format 'shards' is for ImageNet-format data, not "
+         f"{d.dataset!r}"),
         (d.decode in ("pil", "batched"),
          f"data.decode must be 'pil' or 'batched', got {d.decode!r}"),
         (d.mean in ("pixel", "channel", "none"),

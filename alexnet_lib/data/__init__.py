@@ -1,5 +1,5 @@
-"""Data: CIFAR-10 in memory, ImageNet-format folders, the paper's
-transforms (§2, §4.1) and resume-exact loaders.
+"""Data: CIFAR-10 in memory, ImageNet-format folders or their tar
+shards, the paper's transforms (§2, §4.1) and resume-exact loaders.
 
 Main entry point: ``build_loaders(cfg, rank, world_size)``.
 """
@@ -11,6 +11,8 @@ from .errors import (CorruptImageError, DataError, DataLayoutError,
 from .imagenet import (ImageNetFolder, download_imagenette, find_imagenet,
                        load_class_names)
 from .sampler import ResumableBatchSampler, ResumableLoader, mix_seed
+from .shard_folder import ShardFolder
+from .shards import prepare_shards
 from .transforms import (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC,
                          PCALighting, RandomCropFlip, ResizeCenterCrop,
                          SeededCompose, SubtractMean, TenCrop,
@@ -23,6 +25,7 @@ __all__ = [
     "CorruptImageError", "DownloadError", "ImageNetFolder",
     "download_imagenette", "find_imagenet", "load_class_names",
     "ResumableBatchSampler", "ResumableLoader", "mix_seed",
+    "ShardFolder", "prepare_shards",
     "IMAGENET_PCA_EIGVAL", "IMAGENET_PCA_EIGVEC", "PCALighting",
     "RandomCropFlip", "ResizeCenterCrop", "SeededCompose", "SubtractMean",
     "TenCrop", "compute_mean_image", "compute_rgb_pca",

@@ -1,8 +1,9 @@
 """build_loaders(cfg): the paper's input pipeline for a TrainConfig.
 
 CIFAR-10: decoded once into memory, augmented in batches (CifarLoader).
-ImageNet format: ImageNetFolder + the paper's per-image transforms in a
-DataLoader driven by a ResumableBatchSampler (or, with data.decode =
+ImageNet format: ImageNetFolder, or ShardFolder for the shards that
+prepare-shards writes (sources.py), + the paper's per-image transforms
+in a DataLoader driven by a ResumableBatchSampler (or, with data.decode =
 "batched", the same images decoded in batches on the device). All
 resume exactly from ``set_epoch(epoch, start_step)`` and split every
 global batch across ranks, so 2 processes see what 1 process sees.
@@ -18,10 +19,9 @@ from torchvision.transforms import v2
 from ..config import ConfigError, TrainConfig, validate
 from .cifar import CifarTensors, load_cifar10
 from .cifar_loader import CifarLoader
-from .errors import DataNotFoundError
-from .imagenet import ImageNetFolder, download_imagenette, find_imagenet
 from .jpeg_batch import batched_loaders
 from .sampler import ResumableBatchSampler, ResumableLoader
+from .sources import open_train, open_val
 from .transforms import (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC,
                          PCALighting, RandomCropFlip, ResizeCenterCrop,
                          SeededCompose, SubtractMean, TenCrop,
@@ -82,30 +82,19 @@ def _cifar_loaders(cfg, rank, world_size, device):
         train.source, lambda: train.skipped + test.skipped)
 
 
-def _imagenet_root(cfg: TrainConfig):
-    try:
-        return find_imagenet(cfg.data.root)
-    except DataNotFoundError:
-        if not cfg.data.download:
-            raise
-        return download_imagenette(cfg.data.root)
-
-
 def _imagenet_data(cfg: TrainConfig):
     d = cfg.data
-    root = _imagenet_root(cfg)
-    train = ImageNetFolder(root, "train", None, d.on_corrupt,
-                           d.train_subset)
+    train = open_train(cfg)  # a folder or shards
     # The mean image of the (subset of the) training set at resize x
     # resize, cached; subtracted before cropping, as Caffe does.
     mean_image = compute_mean_image(train, d.resize,
                                     num_workers=d.num_workers)
-    return root, train, select_mean(d.mean, mean_image)
+    return train, select_mean(d.mean, mean_image)
 
 
 def _imagenet_loaders(cfg, rank, world_size, device="cpu"):
     d, batch = cfg.data, cfg.optim.batch_size
-    root, train, mean = _imagenet_data(cfg)
+    train, mean = _imagenet_data(cfg)
     # Pixel-wise steps commute with crop and mirror, so subtracting the
     # 256x256 mean image first is exact (Caffe crops the mean with the
     # image).
@@ -117,16 +106,17 @@ def _imagenet_loaders(cfg, rank, world_size, device="cpu"):
                                     seed=cfg.seed, rank=rank,
                                     world_size=world_size)
     if d.decode == "batched":  # workers read files, the device decodes
-        train_loader, val_loader, val = batched_loaders(
-            cfg, root, train, mean, pca, sampler, device)
+        val = open_val(cfg, train)
+        train_loader, val_loader = batched_loaders(
+            cfg, train, val, mean, pca, sampler, device)
     else:
         train.transform = SeededCompose([
             ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
             PCALighting(d.pca_lighting, *pca),
             RandomCropFlip(d.image_size, d.random_crop, d.flip)])
-        val = ImageNetFolder(root, "val", SeededCompose([
+        val = open_val(cfg, train, SeededCompose([
             ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
-            v2.CenterCrop(d.image_size)]), d.on_corrupt, d.val_subset)
+            v2.CenterCrop(d.image_size)]))
         workers = d.num_workers
         pin = torch.cuda.is_available()
         train_loader = ResumableLoader(DataLoader(
@@ -136,7 +126,7 @@ def _imagenet_loaders(cfg, rank, world_size, device="cpu"):
                                 num_workers=workers, pin_memory=pin)
     return train_loader, val_loader, _info(
         "imagenet", train, val, train.classes, d.image_size, mean,
-        pca if d.pca_lighting > 0 else None, str(root),
+        pca if d.pca_lighting > 0 else None, str(train.root),
         lambda: train.skipped + val.skipped)
 
 
@@ -178,10 +168,10 @@ def build_ten_crop_loader(cfg: TrainConfig):
                 "CIFAR images: set data.image_size < 32 (24 as in "
                 "cuda-convnet's CIFAR nets)")
         return CifarTenCrop(test, crop, mean, batch)
-    root, _, mean = _imagenet_data(cfg)
-    val = ImageNetFolder(root, "val", SeededCompose([
+    train, mean = _imagenet_data(cfg)
+    val = open_val(cfg, train, SeededCompose([
         ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
-        TenCrop(d.image_size)]), d.on_corrupt, d.val_subset)
+        TenCrop(d.image_size)]))
     return DataLoader(val, batch_size=batch, shuffle=False,
                       num_workers=d.num_workers,
                       pin_memory=torch.cuda.is_available())

@@ -19,6 +19,7 @@ from .errors import (CorruptImageError, DataError, DownloadError,
                      WHERE_TO_SET, not_found)
 from .files import (balanced_subset, check_same_classes, decode_file,
                     fingerprint, scan_class_folders)
+from .sampler import apply_seeded
 
 IMAGENET_FOLDERS = ("imagenette2-224", "imagenette2-320", "imagenette2",
                     "imagenet", "ILSVRC2012")
@@ -129,6 +130,17 @@ class ImageNetFolder(torch.utils.data.Dataset):
         """Files skipped as corrupt so far (in any worker)."""
         return [str(self.files[i]) for i in self._bad.nonzero().flatten()]
 
+    def name(self, index: int) -> str:
+        """Where image ``index`` is, for messages (ShardFolder too)."""
+        return self.files[index]
+
+    def read(self, index: int) -> bytes:
+        """The undecoded file; b"" if unreadable (decodes as corrupt)."""
+        try:
+            return Path(self.files[index]).read_bytes()
+        except OSError:
+            return b""
+
     def load(self, index: int) -> tuple[torch.Tensor, int]:
         """Decoded image and label at ``index``, skipping bad files."""
         n = len(self.files)
@@ -154,12 +166,4 @@ class ImageNetFolder(torch.utils.data.Dataset):
         img, label = self.load(index)
         if self.transform is None:
             return img, label
-        if seed is None:
-            return self.transform(img), label
-        if getattr(self.transform, "uses_generator", False):
-            g = torch.Generator().manual_seed(seed)
-            return self.transform(img, generator=g), label
-        # A plain torchvision transform draws from the global RNG.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.transform(img), label
+        return apply_seeded(self.transform, img, seed), label

@@ -19,7 +19,6 @@ so CUDA-decoded pixels may differ by a few levels.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -36,7 +35,7 @@ except ImportError:  # pragma: no cover - a future torchvision
 
 
 class JpegBytesFolder(Dataset):
-    """An ImageNetFolder whose samples are undecoded files.
+    """An ImageNetFolder (or ShardFolder) whose samples are undecoded.
 
     ``dataset[(index, seed)]`` -> (bytes uint8 (N,), label, index,
     params float32 (6,)): params = (r, g, b) PCA colour offset on the
@@ -69,10 +68,7 @@ class JpegBytesFolder(Dataset):
 
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
-        try:  # a file that cannot be read is handled as a corrupt one
-            data = Path(self.folder.files[index]).read_bytes()
-        except OSError:
-            data = b""
+        data = self.folder.read(index)
         g = None if seed is None else torch.Generator().manual_seed(seed)
         return (torch.frombuffer(bytearray(data), dtype=torch.uint8),
                 self.folder.labels[index], index, self.params(g))
@@ -129,7 +125,7 @@ class BatchedJpegAugment:
                 continue
             index = int(indices[i])
             try:  # the per-image path's decoder, fallbacks included
-                img = decode_file(self.folder.files[index],
+                img = decode_file(self.folder.name(index),
                                   bytes(datas[i].numpy()))
             except CorruptImageError:
                 if self.folder.on_corrupt == "stop":
@@ -196,9 +192,9 @@ class BatchedJpegLoader:
         return (self.augment(*batch) for batch in iter(self.loader))
 
 
-def batched_loaders(cfg, root, train: ImageNetFolder, mean: torch.Tensor,
-                    pca, sampler, device):
-    """(train_loader, val_loader, val folder) for data.decode="batched".
+def batched_loaders(cfg, train: ImageNetFolder, val: ImageNetFolder,
+                    mean: torch.Tensor, pca, sampler, device):
+    """(train_loader, val_loader) for data.decode="batched".
 
     The training loader follows ``sampler`` (a ResumableBatchSampler),
     so it resumes and splits across ranks like the per-image one.
@@ -213,10 +209,9 @@ def batched_loaders(cfg, root, train: ImageNetFolder, mean: torch.Tensor,
         collate_fn=collate_bytes, persistent_workers=workers > 0),
         BatchedJpegAugment(train, mean, d.image_size, d.resize, device),
         sampler)
-    val = ImageNetFolder(root, "val", None, d.on_corrupt, d.val_subset)
     val_loader = BatchedJpegLoader(DataLoader(
         JpegBytesFolder(val, d.resize), batch_size=cfg.optim.batch_size,
         num_workers=workers, collate_fn=collate_bytes),
         BatchedJpegAugment(val, mean, d.image_size, d.resize, device,
                            train=False))
-    return train_loader, val_loader, val
+    return train_loader, val_loader

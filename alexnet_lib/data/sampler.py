@@ -38,6 +38,22 @@ def generator_for(*values: int) -> torch.Generator:
     return torch.Generator().manual_seed(mix_seed(*values))
 
 
+def apply_seeded(transform, img, seed: int | None):
+    """``transform(img)`` with its random choices fixed by ``seed``.
+
+    A generator-aware transform (SeededCompose) gets its own generator;
+    a plain torchvision one draws from the global RNG, seeded inside a
+    fork so the caller's RNG stream is left as it was. None: unseeded.
+    """
+    if seed is None:
+        return transform(img)
+    if getattr(transform, "uses_generator", False):
+        return transform(img, generator=torch.Generator().manual_seed(seed))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return transform(img)
+
+
 def epoch_permutation(n: int, seed: int, epoch: int,
                       shuffle: bool = True) -> torch.Tensor:
     """The sample order of one epoch, (n,) int64; identity if no shuffle."""

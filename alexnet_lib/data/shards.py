@@ -13,6 +13,8 @@ the settings, the finished shards and every corrupt file skipped.
 
 Interrupted? Run the same command again: finished shards (listed in
 shards.json, same size on disk) are kept, any other is rewritten.
+ShardFolder (shard_folder.py) reads them; ``train --data SHARDS``
+trains from them (sources.py).
 """
 from __future__ import annotations
 
@@ -88,6 +90,8 @@ def _manifest(out: Path, settings: dict) -> dict:
     if not path.is_file():
         return {"format": FORMAT, **settings, "shards": {}}
     old = json.loads(path.read_text())
+    # manifests before the absolute source held it as given
+    old["source"] = os.path.abspath(old.get("source", ""))
     differ = {k: (old.get(k), v) for k, v in settings.items()
               if old.get(k) != v}
     if old.get("format") != FORMAT or differ:
@@ -116,7 +120,8 @@ def prepare_shards(root: str | Path, out: str | Path, split: str = "train",
     out.mkdir(parents=True, exist_ok=True)
     order = torch.randperm(len(folder),
                            generator=torch.Generator().manual_seed(seed))
-    settings = {"source": str(folder.root), "split": split,
+    # absolute: train finds the val split beside it from anywhere
+    settings = {"source": os.path.abspath(folder.root), "split": split,
                 "images": len(folder), "shard_size": shard_size,
                 "resize": resize, "quality": quality, "seed": seed,
                 "classes": folder.synsets}
@@ -165,57 +170,3 @@ def prepare_shards(root: str | Path, out: str | Path, split: str = "train",
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     _write_json(out / MANIFEST, manifest)
     return manifest
-
-
-class ShardFolder(torch.utils.data.Dataset):
-    """(uint8 image (3, H, W) or transform(image), label) from shards.
-
-    Random access: the tar headers are read once to find where each
-    image lies; each process opens its own file handles (DataLoader
-    workers included), so nothing large is ever held in memory.
-    """
-
-    def __init__(self, out: str | Path, transform=None):
-        self.out, self.transform = Path(out), transform
-        path = self.out / MANIFEST
-        if not path.is_file():
-            raise DataError(f"{path} not found: write the shards first "
-                            f"(python -m alexnet_lib prepare-shards)")
-        manifest = json.loads(path.read_text())
-        missing = manifest["images"] - len(manifest.get("corrupt", [])) - \
-            sum(e["count"] for e in manifest["shards"].values())
-        if "finished" not in manifest or missing:
-            raise DataError(f"the shards in {self.out} are unfinished: "
-                            f"run prepare-shards again to complete them")
-        self.synsets = manifest["classes"]
-        self.shards = sorted(manifest["shards"])
-        self.keys, self.where, self.labels = [], [], []
-        for s, name in enumerate(self.shards):
-            with tarfile.open(self.out / name) as tar:
-                for m in tar:
-                    key, _, ext = m.name.partition(".")
-                    if ext == "jpg":
-                        self.keys.append(key)
-                        self.where.append((s, m.offset_data, m.size))
-                    elif ext == "cls":
-                        self.labels.append(int(tar.extractfile(m).read()))
-        self._files: dict = {}
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def read(self, index: int) -> bytes:
-        s, offset, size = self.where[index]
-        handles = self._files.setdefault(os.getpid(), {})
-        if s not in handles:
-            handles[s] = open(self.out / self.shards[s], "rb")
-        f = handles[s]
-        f.seek(offset)
-        return f.read(size)
-
-    def __getitem__(self, index: int):
-        img = decode_file(f"{self.shards[self.where[index][0]]}:"
-                          f"{self.keys[index]}", self.read(index))
-        label = self.labels[index]
-        return (img if self.transform is None else self.transform(img),
-                label)
