@@ -24,7 +24,8 @@ from alexnet_lib.evaluate import evaluate
 from alexnet_lib.optim import build_optimizer
 from alexnet_lib.train import seed_everything, train_one_epoch
 
-__all__ = ["ProxyPlan", "proxy_run", "mean_std", "paired_differences"]
+__all__ = ["ProxyPlan", "proxy_run", "mean_std", "paired_differences",
+           "train_eval_indices"]
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,9 @@ def proxy_run(make_model: Callable[[], nn.Module], train, test,
     train, test: ``CifarTensors``; mean: the (3, 32, 32) mean image of
     the training images on the 0..255 scale. The final numbers are
     top-1 errors in evaluation mode on centre crops: ``test_error`` on
-    the test images, ``train_error`` on the first
-    ``plan.train_eval_images`` training images, and their difference
+    the test images, ``train_error`` on ``plan.train_eval_images``
+    training images spread evenly over the set (``train_eval_indices``;
+    the loaded set is sorted by class), and their difference
     ``gap`` (how much the net overfits).
     """
     seed_everything(seed)  # same seed: same initial weights
@@ -68,8 +70,10 @@ def proxy_run(make_model: Callable[[], nn.Module], train, test,
     loader = CifarLoader(train.images, train.labels, plan.batch_size,
                          seed=seed, crop=plan.crop, flip=plan.flip,
                          mean=mean, device=device)
-    scored = min(plan.train_eval_images, len(train))
-    train_eval = CifarLoader(train.images[:scored], train.labels[:scored],
+    # The loaded images are sorted by class, so the first N would score
+    # only a few classes: score a fixed spread-out sample instead.
+    scored = train_eval_indices(len(train), plan.train_eval_images)
+    train_eval = CifarLoader(train.images[scored], train.labels[scored],
                              500, shuffle=False, crop=plan.crop, mean=mean,
                              train=False, device=device)
     test_eval = CifarLoader(test.images, test.labels, 500, shuffle=False,
@@ -101,6 +105,16 @@ def proxy_run(make_model: Callable[[], nn.Module], train, test,
                 gap=round(final_test - final_train, 4),
                 seconds=round(time.perf_counter() - start, 1),
                 parameters=sum(p.numel() for p in model.parameters()))
+
+
+def train_eval_indices(n: int, count: int) -> torch.Tensor:
+    """``min(count, n)`` indices spread evenly over ``range(n)``, sorted.
+
+    Evenly spaced, so a class-sorted set is sampled in proportion to its
+    classes; the same for every run, so every run scores the same images.
+    """
+    count = min(count, n)
+    return (torch.arange(count, dtype=torch.float64) * n / count).long()
 
 
 def mean_std(values) -> tuple[float, float]:

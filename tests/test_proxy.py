@@ -93,3 +93,12 @@ def test_proxy_run_is_reproducible_and_reports_its_numbers():
     # errors are fractions of 32 test / 48 training images
     assert round(a["test_error"] * 32, 3) % 1 == 0
     assert round(a["train_error"] * 48, 3) % 1 == 0
+
+
+def test_train_eval_indices_cover_every_class_of_a_sorted_set():
+    from alexnet_lib.experiments import train_eval_indices
+    labels = torch.arange(10).repeat_interleave(5000)  # sorted, like CIFAR
+    idx = train_eval_indices(len(labels), 10_000)
+    assert len(idx) == 10_000 and len(set(idx.tolist())) == 10_000
+    assert torch.bincount(labels[idx], minlength=10).tolist() == [1000] * 10
+    assert train_eval_indices(48, 10_000).tolist() == list(range(48))
