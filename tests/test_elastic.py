@@ -74,13 +74,20 @@ def _torchrun(tmp_path, out, kill_at):
     script.write_text(DRIVER)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1",
                KILL_AT=str(kill_at))
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         "--nproc_per_node=2", "--max-restarts=1",
-         str(script), "train", "--model", "cifar_4layer", "--dataset",
-         "cifar10", "--profile", "ci", "--device", "cpu", "--seed", "5",
-         "--max-steps", "6", "--checkpoint-every", "2", "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=240)
+    for attempt in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone",
+             "--nproc_per_node=2", "--max-restarts=1",
+             str(script), "train", "--model", "cifar_4layer", "--dataset",
+             "cifar10", "--profile", "ci", "--device", "cpu", "--seed", "5",
+             "--max-steps", "6", "--checkpoint-every", "2", "--out",
+             str(out)],
+            env=env, capture_output=True, text=True, timeout=240)
+        # Gloo's rendezvous on a busy machine can fail to connect after
+        # the restart (a port race, not a training fault); the run
+        # resumes exactly from its checkpoint, so run the command again.
+        if proc.returncode == 0 or "connectFullMesh" not in proc.stderr:
+            break
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
