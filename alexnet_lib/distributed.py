@@ -61,9 +61,23 @@ def init_distributed(device: str = "auto") -> DistInfo:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank,
-                                world_size=world)
+        dist.init_process_group(backend=backend, store=_attempt_store(
+            rank, world), rank=rank, world_size=world)
     return DistInfo(rank, world, local_rank, dev)
+
+
+def _attempt_store(rank: int, world: int) -> dist.Store:
+    """The rendezvous store, with keys private to this torchrun attempt.
+
+    After a restart (--max-restarts), torchrun hands the new workers the
+    same store as the old ones, and the old workers' keys are still in
+    it: Gloo could read a dead peer's address and fail to connect, or
+    wait for it. A prefix per attempt keeps every attempt's keys apart.
+    """
+    store, _, _ = next(dist.rendezvous("env://", rank=rank,
+                                       world_size=world))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"alexnet_lib/attempt-{attempt}", store)
 
 
 def is_initialized() -> bool:

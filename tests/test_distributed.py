@@ -46,6 +46,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_each_torchrun_attempt_sees_only_its_own_store_keys(monkeypatch):
+    # torchrun keeps one store across restarts; a key an old attempt's
+    # worker left (e.g. Gloo's address of a killed peer) must not reach
+    # the next attempt
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    first = D._attempt_store(0, 1)
+    first.set("address/1", "dead peer")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    second = D._attempt_store(0, 1)
+    assert first.check(["address/1"])
+    assert not second.check(["address/1"])
+    second.set("address/1", "live peer")
+    assert first.get("address/1") == b"dead peer"
+
+
 def _worker(rank: int, world: int, port: int, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       RANK=str(rank), WORLD_SIZE=str(world),

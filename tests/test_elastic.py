@@ -6,9 +6,11 @@ rank r the r-th part of the same global batches, see data/sampler.py).
 """
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -69,27 +71,40 @@ def _cfg(out, **changes):
                           "out_dir": str(out), "seed": 5, **changes})
 
 
-def _torchrun(tmp_path, out, kill_at):
+def _torchrun(tmp_path, out, kill_at, start):
+    """torchrun 2 workers from the checkpoint ``start`` into ``out``."""
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1",
                KILL_AT=str(kill_at))
-    for attempt in range(2):
-        proc = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone",
-             "--nproc_per_node=2", "--max-restarts=1",
-             str(script), "train", "--model", "cifar_4layer", "--dataset",
-             "cifar10", "--profile", "ci", "--device", "cpu", "--seed", "5",
-             "--max-steps", "6", "--checkpoint-every", "2", "--out",
-             str(out)],
-            env=env, capture_output=True, text=True, timeout=240)
-        # Gloo's rendezvous on a busy machine can fail to connect after
-        # the restart (a port race, not a training fault); the run
-        # resumes exactly from its checkpoint, so run the command again.
-        if proc.returncode == 0 or "connectFullMesh" not in proc.stderr:
-            break
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node=2", "--max-restarts=1",
+           str(script), "train", "--model", "cifar_4layer", "--dataset",
+           "cifar10", "--profile", "ci", "--device", "cpu", "--seed", "5",
+           "--max-steps", "6", "--checkpoint-every", "2", "--out", str(out)]
+    failures = []
+    # A second try only for a run that hangs (a liveness fault of the
+    # machine, e.g. a port taken by another program): it starts again
+    # from the same checkpoint, and every assertion below still holds.
+    for _ in range(2):
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        shutil.copy(start, out / "checkpoint.pt")
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            _, stderr = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers
+            _, stderr = proc.communicate()
+            failures.append(stderr[-3000:])
+            continue
+        assert proc.returncode == 0, stderr[-3000:]
+        if failures:
+            warnings.warn(f"torchrun hung once, then passed: {failures}")
+        return
+    pytest.fail("torchrun hung twice:\n" + "\n".join(failures))
 
 
 def _weights(out):
@@ -108,11 +123,10 @@ def test_killed_worker_restarts_and_ends_with_the_same_weights(
     # 1 process trains 2 updates; both torchrun runs resume from that
     one = tmp_path / "one"
     fit(_cfg(one, max_steps=2))
-    for name in ("plain", "killed"):
-        (tmp_path / name).mkdir()
-        shutil.copy(one / "checkpoint.pt", tmp_path / name)
-    _torchrun(tmp_path, tmp_path / "plain", kill_at=0)
-    _torchrun(tmp_path, tmp_path / "killed", kill_at=5)
+    start = tmp_path / "start.pt"
+    shutil.copy(one / "checkpoint.pt", start)
+    _torchrun(tmp_path, tmp_path / "plain", kill_at=0, start=start)
+    _torchrun(tmp_path, tmp_path / "killed", kill_at=5, start=start)
     killed = tmp_path / "killed"
     # rank 1 died at update 5 on the first attempt; torchrun restarted
     # both workers, which resumed from the checkpoint of update 4
