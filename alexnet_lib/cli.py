@@ -33,7 +33,7 @@ OVERRIDES = {
     "dataset": "data__dataset", "data": "data__root",
     "train_subset": "data__train_subset", "val_subset": "data__val_subset",
     "workers": "data__num_workers", "download": "data__download",
-    "image_size": "data__image_size",
+    "image_size": "data__image_size", "resize": "data__resize",
     "epochs": "epochs", "max_steps": "max_steps", "seed": "seed",
     "device": "device", "out": "out_dir", "ten_crop": "ten_crop",
     "checkpoint_every": "checkpoint_every", "batch_size": "optim__batch_size",
@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--image-size", type=int, metavar="S", help="side of the square "
       "patch the network sees (paper: 224, §3.5; 24 for the CIFAR nets "
       "of §3.3)")
+    a("--resize", type=int, metavar="S", help="ImageNet input: side "
+      "the images are resized and centre-cropped to before the patches "
+      "are taken (paper: 256, §2)")
     a("--train-subset", type=int, metavar="N", help="use only N "
       "training images, the first of each class (ci profile: 256)")
     a("--val-subset", type=int, metavar="N", help="use only N "

@@ -233,6 +233,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          f"data.decode must be 'pil' or 'batched', got {d.decode!r}"),
         (d.mean in ("pixel", "channel", "none"),
          f"data.mean must be 'pixel', 'channel' or 'none', got {d.mean!r}"),
+        (d.dataset != "imagenet" or d.resize >= d.image_size,
+         f"data.resize ({d.resize}) must be >= data.image_size "
+         f"({d.image_size}): the patches are cut from the resized image"
+         f" (paper: 256 and 224; --resize, --image-size)"),
         (d.pca_lighting >= 0,
          f"data.pca_lighting must be >= 0 (paper: 0.1), "
          f"got {d.pca_lighting}"),

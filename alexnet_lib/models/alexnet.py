@@ -29,6 +29,9 @@ BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")  # §5, facts §2a.7
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 POOLINGS = {"overlapping": (3, 2), "non_overlapping": (2, 2)}  # (z, s)
 INITS = ("paper", "torch")
+# §7: conv layers whose removal keeps every map size (13x13, no pooling
+# or normalization in between), so the rest of the net is unchanged.
+REMOVABLE = ("conv3", "conv4")
 
 
 def conv1_padding(input_size: int, kernel: int = 11, stride: int = 4) -> int:
@@ -72,6 +75,19 @@ def _check_options(activation, pooling, groups, dropout, widths, init,
     return {**lrn, **(lrn_options or {})}
 
 
+def _check_removed(removed) -> tuple:
+    """The removed layers as a sorted tuple; unknown names raise."""
+    if isinstance(removed, str):
+        removed = (removed,)
+    removed = tuple(sorted(set(removed)))
+    unknown = [n for n in removed if n not in REMOVABLE]
+    if unknown:
+        raise ValueError(f"removed={unknown} cannot be removed: choose "
+                         f"from {', '.join(REMOVABLE)} (the layers "
+                         f"between two 13x13 maps with nothing between)")
+    return removed
+
+
 def init_paper_(model: nn.Module) -> None:
     """§5: weights ~ N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6,
     fc7 (the hidden FC layers), 0 elsewhere (conv1, conv3, fc8)."""
@@ -101,6 +117,8 @@ class AlexNet(nn.Module):
         groups=1 is §3.2's one-GPU comparison net (footnote 2).
     dropout: drop probability after relu6 and relu7 (§4.2); 0 disables.
     init: "paper" (§5) or "torch" (PyTorch's default init).
+    removed: names from REMOVABLE ("conv3", "conv4") to leave out, for
+        §7's "removing any of the middle layers"; () is the paper's net.
 
     LRN with groups=2: each half of the kernel maps is normalised on its
     own (LRN groups = groups unless lrn_options says otherwise). In the
@@ -117,10 +135,11 @@ class AlexNet(nn.Module):
                  dropout: float = 0.5, input_size: int = 224,
                  widths: tuple = PAPER_WIDTHS, fc_width: int = 4096,
                  conv1_kernel: int = 11, conv1_stride: int = 4,
-                 init: str = "paper"):
+                 init: str = "paper", removed: tuple = ()):
         super().__init__()
         lrn_opts = _check_options(activation, pooling, groups, dropout,
                                   widths, init, lrn_options)
+        removed = _check_removed(removed)
         # the constructor's arguments, to rebuild the same architecture
         self.options = dict(
             num_classes=num_classes, activation=activation, lrn=lrn,
@@ -128,6 +147,9 @@ class AlexNet(nn.Module):
             dropout=dropout, input_size=input_size, widths=tuple(widths),
             fc_width=fc_width, conv1_kernel=conv1_kernel,
             conv1_stride=conv1_stride, init=init)
+        if removed:  # only when set: TwoTowerAlexNet has no such option
+            self.options["removed"] = removed
+        self.removed = removed
         self.input_size, self.groups = input_size, groups
         self.num_classes = num_classes
         w1, w2, w3, w4, w5 = widths
@@ -151,11 +173,19 @@ class AlexNet(nn.Module):
         # 13 map sizes imply them.
         self.conv2 = nn.Conv2d(w1, w2, 5, padding=2, groups=groups)
         self.relu2, self.lrn2, self.pool2 = act(), norm(), nn.MaxPool2d(z, s)
-        self.conv3 = nn.Conv2d(w2, w3, 3, padding=1)  # reads both GPUs
+        # §7's depth ablation: a removed layer (and its ReLU) becomes
+        # an identity and the next conv layer reads the maps before it.
+        c3_in = w2
+        c4_in = c3_in if "conv3" in removed else w3
+        c5_in = c4_in if "conv4" in removed else w4
+        self.conv3 = nn.Conv2d(c3_in, w3, 3, padding=1)  # both GPUs
         self.relu3 = act()
-        self.conv4 = nn.Conv2d(w3, w4, 3, padding=1, groups=groups)
+        self.conv4 = nn.Conv2d(c4_in, w4, 3, padding=1, groups=groups)
         self.relu4 = act()
-        self.conv5 = nn.Conv2d(w4, w5, 3, padding=1, groups=groups)
+        for name in removed:
+            setattr(self, name, nn.Identity())
+            setattr(self, "relu" + name[-1], nn.Identity())
+        self.conv5 = nn.Conv2d(c5_in, w5, 3, padding=1, groups=groups)
         self.relu5, self.pool5 = act(), nn.MaxPool2d(z, s)
         side = _pool5_side(input_size + pad, conv1_kernel, conv1_stride,
                            z, s)
@@ -176,6 +206,7 @@ class AlexNet(nn.Module):
         x = self.pool2(self.lrn2(self.relu2(x)))         # (B, 256, 13, 13)
         x = self.relu3(self.conv3(x))                    # (B, 384, 13, 13)
         x = self.relu4(self.conv4(x))                    # (B, 384, 13, 13)
+        # (a removed conv3/conv4 is an identity: 256 or 384 maps go on)
         return self.pool5(self.relu5(self.conv5(x)))     # (B, 256, 6, 6)
 
     def penultimate(self, x: torch.Tensor) -> torch.Tensor:

@@ -40,14 +40,15 @@ PROXY_FC = 512
 def alexnet_cifar(num_classes: int = 10, towers: str = "two",
                   pooling: str = "overlapping", lrn: bool = True,
                   dropout: float = 0.5, input_size: int = PROXY_INPUT,
-                  init: str = "torch", activation: str = "relu"
-                  ) -> AlexNet:
+                  init: str = "torch", activation: str = "relu",
+                  removed: tuple = ()) -> AlexNet:
     """The CIFAR-10 proxy of AlexNet.
 
     towers: "two" = the paper's grouped net (conv2, conv4, conv5 see
         only their own half); "one_half" = §3.2's one-GPU net with half
         the kernels (footnote 2: the last conv layer and the fc layers
         keep their size); "one_full" = all kernels in one dense tower.
+    removed: ("conv3",), ("conv4",) or both: §7's depth ablation.
     The other options are ``AlexNet``'s.
 
     init: "torch" by default (see the comment above the function);
@@ -64,4 +65,4 @@ def alexnet_cifar(num_classes: int = 10, towers: str = "two",
                    lrn=lrn, pooling=pooling, groups=groups,
                    dropout=dropout, input_size=input_size, widths=widths,
                    fc_width=PROXY_FC, conv1_kernel=5, conv1_stride=1,
-                   init=init)
+                   init=init, removed=removed)
