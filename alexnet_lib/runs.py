@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.transforms.v2.functional import center_crop
 
 from alexnet_lib import runlog
+from alexnet_lib.checkpoint import load_checkpoint
 from alexnet_lib.config import TrainConfig, cache_root
 from alexnet_lib.data.build import select_mean
 from alexnet_lib.data.imagenet import ImageNetFolder
@@ -53,10 +54,8 @@ class ImagenettePlan:
     # N(0, 0.01) weights with biases of 1. With 10 classes the bias-1
     # fc7 outputs (about 1 each, 4096 of them) let each fc8 update
     # swing the class scores by one or two, and momentum adds the
-    # swings up. Measured while building this, at 64x64: the loss went
-    # from 3.5 to 21 in five updates, then sat at ln 10 for 30 more;
-    # with the default init it fell below ln 10 (2.30 to 2.23) within
-    # the same 40 updates.
+    # swings up: the loss rises far above ln 10, then stays on it.
+    # §6's exercise ex-results-init works this out and reruns it.
     init: str = "torch"
 
     def __post_init__(self):
@@ -150,7 +149,7 @@ def load_run(out_dir: str | Path, device: str | torch.device = "cpu"
             f"(run_train_command(train_command(...)))")
     cfg = TrainConfig.from_dict(
         json.loads((out / runlog.CONFIG_FILE).read_text()))
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path)  # checked: format, readable
     state = ckpt["model"]
     # fc8's rows are the classes; the other options are in the file.
     model = create_model(ckpt["model_name"],
