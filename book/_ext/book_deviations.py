@@ -79,7 +79,7 @@ def inline(text: str) -> list[nodes.Node]:
 
 def table(headers: list[str], rows: list[list[list[nodes.Node]]],
            widths: list[int]) -> nodes.table:
-    table = nodes.table(classes=["deviations-table"])
+    table = nodes.table(classes=["deviations-table", "wide-table"])
     group = nodes.tgroup(cols=len(headers))
     table += group
     group.extend(nodes.colspec(colwidth=w) for w in widths)
