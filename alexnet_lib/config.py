@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "imagenet"  # "cifar10" or "imagenet" (any ILSVRC layout)
-    root: str | None = None  # None: search data_root() for the data set
+    root: str | None = None  # None: search as data/locate.py says
     # ImageNet: "folder" (<root>/{train,val}/<synset>/), "shards" (root
     # is what prepare-shards wrote) or "auto" (shards if root holds a
     # shards.json); see alexnet_lib/data/sources.py
@@ -48,7 +48,9 @@ class DataConfig:
     # "pil" stays the default until the CUDA path is measured on a GPU.
     decode: str = "pil"
     on_corrupt: str = "skip"  # "skip" (count and report) or "stop"
-    download: bool = False  # fetch with torchvision if missing
+    # fetch CIFAR-10 / Imagenette with torchvision if missing; None: as
+    # the profile says (cpu, gpu: yes; ci never), see data/locate.py
+    download: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -179,12 +181,18 @@ def apply_profile(cfg: TrainConfig, name: str) -> TrainConfig:
     return cfg.replace(profile=profile.name, **profile.overrides)
 
 
+def default_data_root() -> Path:
+    """The documented data folder: ~/.cache/alexnet_lib/data."""
+    return Path.home() / ".cache" / "alexnet_lib" / "data"
+
+
 def data_root() -> Path:
-    """Where data sets live: $ALEXNET_DATA, else ~/.cache/alexnet_lib/data."""
+    """Where data sets live and downloads go: $ALEXNET_DATA, else
+    default_data_root(). Search order: alexnet_lib/data/locate.py."""
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env).expanduser()
-    return Path.home() / ".cache" / "alexnet_lib" / "data"
+    return default_data_root()
 
 
 def cache_root() -> Path:

@@ -57,9 +57,9 @@ def select_mean(kind: str, mean_image: torch.Tensor) -> torch.Tensor:
 def _cifar_data(cfg: TrainConfig):
     d = cfg.data
     train = load_cifar10(d.root, "train", d.download, d.train_subset,
-                         d.on_corrupt)
+                         d.on_corrupt, cfg.profile)
     test = load_cifar10(d.root, "test", d.download, d.val_subset,
-                        d.on_corrupt)
+                        d.on_corrupt, cfg.profile)
     crop = d.image_size if d.image_size < 32 else None
     mean = select_mean(d.mean, compute_mean_image(train.images))
     return train, test, crop, mean

@@ -1,10 +1,11 @@
 """CIFAR-10 as uint8 tensors: decoded once, cached, loaded in < 1 s.
 
-Sources, in order: an image folder (``train/<class>/*.jpg``,
-``test/<class>/*.jpg``, e.g. ``cifar-10-jpeg-q75``) or torchvision's
-``cifar-10-batches-py`` (read with ``torchvision.datasets.CIFAR10``).
-Class index = sorted class folder name, which is CIFAR's own
-``batches.meta`` order (airplane, automobile, ..., truck).
+Sources (found by ``locate.find_dataset``): torchvision's
+``cifar-10-batches-py`` (read with ``torchvision.datasets.CIFAR10``), an
+image folder (``train/<class>/*.jpg``, ``test/<class>/*.jpg``, e.g.
+``cifar-10-jpeg-q75``) or the sample shipped in the package
+(``train.npz``, ``test.npz``). Class index = sorted class folder name,
+which is CIFAR's own ``batches.meta`` order (airplane, ..., truck).
 """
 from __future__ import annotations
 
@@ -12,24 +13,20 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ..config import cache_root, data_root
-from .errors import (DataLayoutError, DataNotFoundError, DownloadError,
-                     WHERE_TO_SET, CorruptImageError, not_found)
+from ..config import cache_root
+from .errors import DataLayoutError, WHERE_TO_SET, CorruptImageError
 from .files import (atomic_save, balanced_subset, check_same_classes,
                     decode_file, fingerprint, load_cached,
                     scan_class_folders)
+from .locate import cifar_kind, fetch, find_dataset
 
 # DEVIATION (data): the shared copy is cifar-10-jpeg-q75, a lossy JPEG
-# re-encoding (mean abs. error ~5.8/255); cifar-10-batches-py is exact.
-CIFAR_FOLDERS = ("cifar-10-jpeg-q75", "cifar10", "cifar-10-batches-py")
+# re-encoding (mean abs. error ~5.8/255); cifar-10-batches-py is exact,
+# and so is the shipped sample's test split (its train split is q75).
 SPLITS = ("train", "test")
-HOW_TO_GET = (
-    "Get CIFAR-10 either as an image folder <root>/cifar-10-jpeg-q75/"
-    "{train,test}/<class>/*.jpg, or as torchvision's <root>/"
-    "cifar-10-batches-py (python -c \"import torchvision; torchvision."
-    "datasets.CIFAR10('<root>', download=True)\", or download=True).")
 
 
 @dataclass
@@ -45,58 +42,40 @@ class CifarTensors:
         return len(self.labels)
 
 
-def _classify(path: Path) -> tuple[str, Path] | None:
-    """("folder", dir) for an image folder, ("batches", dir), or None."""
-    if (path / "batches.meta").is_file():
-        return "batches", path
-    if (path / "train").is_dir() or (path / "test").is_dir():
-        return "folder", path
-    if (path / "cifar-10-batches-py" / "batches.meta").is_file():
-        return "batches", path / "cifar-10-batches-py"
-    return None
-
-
-def find_cifar10(root: str | Path | None = None) -> tuple[str, Path]:
-    """Where CIFAR-10 is: (kind, path); DataNotFoundError lists places."""
-    base = Path(root).expanduser() if root is not None else data_root()
-    candidates = ([base] if root is not None else []) + [
-        base / name for name in CIFAR_FOLDERS]
-    for path in candidates:
-        found = _classify(path) if path.is_dir() else None
-        if found:
-            return found
-    if root is not None and base.is_dir():
-        raise DataLayoutError(
-            f"{base} exists but holds no CIFAR-10: expected train/<class>/"
-            f"*.jpg and test/<class>/*.jpg in it, or one of the folders "
-            f"{', '.join(CIFAR_FOLDERS)}. {HOW_TO_GET} Then {WHERE_TO_SET}.")
-    raise not_found("CIFAR-10", candidates, HOW_TO_GET)
+def find_cifar10(root: str | Path | None = None,
+                 profile: str | None = None,
+                 download: bool | None = False) -> tuple[str, Path]:
+    """Where CIFAR-10 is: (kind, path), kind "batches", "folder" or
+    "sample"; searched as ``locate.find_dataset`` says."""
+    path = find_dataset("cifar10", path=root, profile=profile,
+                        download=download)
+    return cifar_kind(path), path
 
 
 def load_cifar10(root: str | Path | None = None, split: str = "train",
-                 download: bool = False, subset: int | None = None,
-                 on_corrupt: str = "skip") -> CifarTensors:
+                 download: bool | None = None, subset: int | None = None,
+                 on_corrupt: str = "skip",
+                 profile: str | None = None) -> CifarTensors:
     """One split ("train" or "test") of CIFAR-10 as uint8 tensors.
 
-    ``subset``: a class-balanced, deterministic first-N (see
-    ``files.balanced_subset``). ``on_corrupt``: "skip" drops undecodable
-    files and lists them in ``.skipped``; "stop" raises
-    CorruptImageError naming the file.
+    ``root``: the folder (or a folder holding it); None searches as
+    ``locate.find_dataset`` says, for ``profile`` (None:
+    $ALEXNET_PROFILE). ``download``: None fetches a missing CIFAR-10
+    for the cpu and gpu profiles. ``subset``: a class-balanced,
+    deterministic first-N (see ``files.balanced_subset``).
+    ``on_corrupt``: "skip" drops undecodable files and lists them in
+    ``.skipped``; "stop" raises CorruptImageError naming the file.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if on_corrupt not in ("skip", "stop"):
         raise ValueError(
             f"on_corrupt must be 'skip' or 'stop', got {on_corrupt!r}")
-    try:
-        kind, path = find_cifar10(root)
-    except (DataNotFoundError, DataLayoutError):  # nothing usable there
-        if not download:
-            raise
-        target = Path(root).expanduser() if root else data_root()
-        kind, path = "batches", _download(target)
+    kind, path = find_cifar10(root, profile, download)
     if kind == "batches":
         data = _load_batches(path, split)
+    elif kind == "sample":
+        data = _load_sample(path, split)
     else:
         data = _load_folder(path, split, subset, on_corrupt)
         subset = None  # already applied on the file list
@@ -106,20 +85,26 @@ def load_cifar10(root: str | Path | None = None, split: str = "train",
     return data
 
 
+def _load_sample(path: Path, split: str) -> CifarTensors:
+    """The shipped sample: exact test pixels, train JPEGs (SOURCES.md)."""
+    with np.load(path / f"{split}.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    classes = [str(c) for c in arrays["classes"]]
+    labels = torch.from_numpy(arrays["labels"]).to(torch.int64)
+    if split == "test":  # rows of 1024 R, 1024 G, 1024 B values
+        images = torch.from_numpy(arrays["data"]).view(-1, 3, 32, 32)
+    else:
+        blob, ends = arrays["jpeg"], arrays["offsets"]
+        images = torch.stack([
+            decode_file(f"{path}/train.npz:{name}",
+                        blob[ends[i]:ends[i + 1]].tobytes())
+            for i, name in enumerate(arrays["files"])])
+    return CifarTensors(images.contiguous(), labels, classes, str(path))
+
+
 def _download(target: Path) -> Path:
     """torchvision's download into ``target``; DownloadError if offline."""
-    from torchvision.datasets import CIFAR10
-    try:
-        CIFAR10(str(target), train=True, download=True)
-    except Exception as err:  # URLError, OSError, md5 mismatch ...
-        raise DownloadError(
-            f"could not download CIFAR-10 into {target} ({err}). This "
-            f"machine may have no network. On a machine with internet, "
-            f"download https://www.cs.toronto.edu/~kriz/cifar-10-python."
-            f"tar.gz, extract it so that {target}/cifar-10-batches-py/"
-            f"data_batch_1 exists, copy that folder here, then "
-            f"{WHERE_TO_SET}.") from err
-    return target / "cifar-10-batches-py"
+    return fetch("cifar10", target)
 
 
 def _load_batches(path: Path, split: str) -> CifarTensors:

@@ -14,56 +14,26 @@ from pathlib import Path
 
 import torch
 
-from ..config import data_root
-from .errors import (CorruptImageError, DataError, DownloadError,
-                     WHERE_TO_SET, not_found)
+from .errors import CorruptImageError, DataError, WHERE_TO_SET
 from .files import (balanced_subset, check_same_classes, decode_file,
                     fingerprint, scan_class_folders)
+from .locate import CLASS_INDEX, fetch, find_dataset
 from .sampler import apply_seeded
 
-IMAGENET_FOLDERS = ("imagenette2-224", "imagenette2-320", "imagenette2",
-                    "imagenet", "ILSVRC2012")
-CLASS_INDEX = "imagenet_class_index.json"  # Keras: {"0": [synset, name]}
-IMAGENETTE_URL = ("https://s3.amazonaws.com/fast-ai-imageclas/"
-                  "imagenette2-320.tgz")
-HOW_TO_GET = (
-    f"Get ILSVRC-2012 (image-net.org) with train/ and val/ sorted into "
-    f"synset folders, or Imagenette: download {IMAGENETTE_URL} and "
-    f"extract it there (or set data.download / download=True online).")
 
-
-def find_imagenet(root: str | Path | None = None) -> Path:
-    """The ImageNet-format folder: ``root`` as given, else a known name
-    under data_root(); DataNotFoundError lists every place looked."""
-    if root is not None:
-        path = Path(root).expanduser()
-        if path.is_dir():
-            return path
-        raise not_found("ImageNet-format data", [path], HOW_TO_GET)
-    looked = [data_root() / name for name in IMAGENET_FOLDERS]
-    for path in looked:
-        if (path / "train").is_dir():
-            return path
-    raise not_found("ImageNet-format data (Imagenette or ILSVRC-2012)",
-                    looked, HOW_TO_GET)
+def find_imagenet(root: str | Path | None = None,
+                  profile: str | None = None,
+                  download: bool | None = False) -> Path:
+    """The ImageNet-format folder (Imagenette or ILSVRC-2012): ``root``
+    as given, else searched as ``locate.find_dataset`` says."""
+    return find_dataset("imagenette", path=root, profile=profile,
+                        download=download)
 
 
 def download_imagenette(root: str | Path | None = None,
                         size: str = "320px") -> Path:
     """Fetch Imagenette with torchvision into ``root`` (needs internet)."""
-    from torchvision.datasets import Imagenette
-    root = Path(root).expanduser() if root else data_root()
-    try:
-        Imagenette(str(root), split="train", size=size, download=True)
-    except Exception as err:  # URLError, OSError, md5 mismatch ...
-        raise DownloadError(
-            f"could not download Imagenette ({size}) into {root} ({err}). "
-            f"This machine may have no network. On a machine with "
-            f"internet, download {IMAGENETTE_URL} (or the {size} archive "
-            f"named in torchvision.datasets.Imagenette), extract it, copy "
-            f"the extracted folder into {root}, then {WHERE_TO_SET}."
-        ) from err
-    return root / f"imagenette2{'' if size == 'full' else '-' + size[:-2]}"
+    return fetch("imagenette", root, size)
 
 
 def load_class_names(*folders: Path) -> dict[str, str]:

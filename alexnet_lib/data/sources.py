@@ -19,7 +19,7 @@ from pathlib import Path
 from ..config import ConfigError, DataConfig, TrainConfig
 from .errors import DataNotFoundError
 from .files import check_same_classes
-from .imagenet import ImageNetFolder, download_imagenette, find_imagenet
+from .imagenet import ImageNetFolder, find_imagenet
 from .shard_folder import ShardFolder
 from .shards import MANIFEST
 
@@ -35,13 +35,9 @@ def data_format(d: DataConfig) -> str:
 
 
 def imagenet_root(cfg: TrainConfig) -> Path:
-    """The ImageNet-format folder; Imagenette if asked to download."""
-    try:
-        return find_imagenet(cfg.data.root)
-    except DataNotFoundError:
-        if not cfg.data.download:
-            raise
-        return download_imagenette(cfg.data.root)
+    """The ImageNet-format folder, searched for the run's profile (which
+    may download Imagenette: alexnet_lib/data/locate.py)."""
+    return find_imagenet(cfg.data.root, cfg.profile, cfg.data.download)
 
 
 def open_train(cfg: TrainConfig) -> ImageNetFolder | ShardFolder:
