@@ -1,10 +1,11 @@
-"""Command line: ``python -m alexnet_lib {train,prepare-shards,models,
-profiles}``.
+"""Command line: ``python -m alexnet_lib {train,prepare-shards,fetch,
+models,profiles}``.
 
     python -m alexnet_lib train --model cifar_4layer --dataset cifar10 \\
         --profile ci --out runs/try
     torchrun --standalone --nproc_per_node=2 -m alexnet_lib train ...
     python -m alexnet_lib prepare-shards --data DIR --out SHARDS
+    python -m alexnet_lib fetch imagenette --size 160px
 
 A profile sets how much work a run does; flags given explicitly win over
 it. Mistakes in the input (unknown profile, bad value, missing data,
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
           help=f"{text}; not in the paper (default: on for CUDA with "
                f"--profile imagenet, else off)")
     _shards_parser(sub)
+    _fetch_parser(sub)
     sub.add_parser("models", help="list the models and their parameter "
                    "counts")
     sub.add_parser("profiles", help="list the run profiles")
@@ -185,6 +187,46 @@ def _shards_parser(sub) -> None:
     a("--subset", type=int, metavar="N", help="only N images, the "
       "first of each class")
     a("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _fetch_parser(sub) -> None:
+    f = sub.add_parser(
+        "fetch", help="download CIFAR-10 or Imagenette with torchvision",
+        description="Download a data set into the data folder "
+                    "($ALEXNET_DATA, else ~/.cache/alexnet_lib/data), "
+                    "where every command and notebook finds it.")
+    # plain strings, checked in _fetch: a mistake is one line, exit 2
+    f.add_argument("dataset", nargs="?", metavar="{cifar10,imagenette}")
+    f.add_argument("--size", metavar="{160px,320px,full}", help="Imagenette "
+                   "images: shorter side 160 px (cpu profile, default), "
+                   "320 px (gpu) or full size")
+    f.add_argument("--data", metavar="DIR", help="folder to download "
+                   "into (default: $ALEXNET_DATA, else "
+                   "~/.cache/alexnet_lib/data)")
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from alexnet_lib.data.locate import (FETCHABLE, IMAGENETTE_SIZES,
+                                         describe_dataset, fetch)
+    if args.dataset not in FETCHABLE:
+        raise ConfigError(
+            f"cannot fetch {args.dataset!r}: choose "
+            f"{' or '.join(FETCHABLE)}" if args.dataset else
+            f"name the data set to fetch: {' or '.join(FETCHABLE)}")
+    if args.dataset == "cifar10" and args.size is not None:
+        raise ConfigError("--size is for imagenette; CIFAR-10 has one "
+                          "size (32x32)")
+    size = args.size or "160px"
+    if size not in IMAGENETTE_SIZES:
+        raise ConfigError(f"--size must be one of "
+                          f"{', '.join(IMAGENETTE_SIZES)}, got {size!r}")
+    if args.data is not None and os.path.exists(args.data) \
+            and not os.path.isdir(args.data):
+        raise ConfigError(f"--data {args.data} is a file: pass the "
+                          f"folder to download into")
+    path = fetch(args.dataset, args.data, size)
+    print(f"{describe_dataset(args.dataset, path)}: {path}")
+    return 0
 
 
 def _prepare_shards(args: argparse.Namespace) -> int:
@@ -290,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args)
         if args.command == "prepare-shards":
             return _prepare_shards(args)
+        if args.command == "fetch":
+            return _fetch(args)
         return _models() if args.command == "models" else _profiles()
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume",
