@@ -23,14 +23,25 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Builds from the executed notebooks as committed (execute_notebooks: off).
-# OFFLINE=1 first fetches MathJax and the widget JavaScript with npm.
+# Once, it first copies MathJax and the widget JavaScript into book/vendor/
+# with npm, so that math and widgets render with no network; without npm
+# (or when npm fails) the book loads them from CDNs instead.
+# `make book-offline` insists on the local copy and fails without it.
+BOOK_CDN_NOTE := make book: MathJax and the widget JavaScript could not be \
+    copied into book/vendor/ (needs npm), so this book loads them from CDNs \
+    and shows math and widgets only when online. Install npm (Node.js) and \
+    run make book again for a book that works offline.
+
 book: $(STAMP)
-	@if [ "$(OFFLINE)" = "1" ]; then bash book/tools/vendor_js.sh; fi
+	@if [ ! -d book/vendor ]; then \
+	    if command -v npm >/dev/null 2>&1 && bash book/tools/vendor_js.sh; \
+	    then :; else echo "$(BOOK_CDN_NOTE)" >&2; fi; fi
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-book-offline:
-	$(MAKE) book OFFLINE=1
+book-offline: $(STAMP)
+	@if [ ! -d book/vendor ]; then bash book/tools/vendor_js.sh; fi
+	$(MAKE) book
 
 # Re-executes every notebook in place under PROFILE (default cpu).
 notebooks: $(STAMP)

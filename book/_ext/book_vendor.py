@@ -1,7 +1,7 @@
 """Use the vendored MathJax and widget JavaScript when it is present.
 
-``bash book/tools/vendor_js.sh`` (``make book OFFLINE=1``) fills the
-git-ignored folder ``book/vendor/``::
+``bash book/tools/vendor_js.sh`` fills the git-ignored folder
+``book/vendor/`` (``make book`` runs it once, when npm is there)::
 
     book/vendor/require.js
     book/vendor/html-manager/embed-amd.js   (+ its icon fonts)
@@ -37,6 +37,9 @@ def use_vendored_js(app: Sphinx, config: Config) -> None:
     vendor = Path(app.srcdir) / VENDOR
     needed = [vendor / MATHJAX, vendor / REQUIRE, vendor / EMBED]
     if not vendor.is_dir():
+        logger.info("book_vendor: no book/vendor/, so MathJax and the widget "
+                    "JS load from CDNs (math and widgets need internet); "
+                    "'bash book/tools/vendor_js.sh' makes a local copy")
         return  # CDN defaults
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:

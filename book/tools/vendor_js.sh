@@ -7,7 +7,10 @@
 # Sphinx extension book/_ext/book_vendor.py points the build at it; when it
 # does not, the build uses the CDN defaults. Nothing else needs to change.
 #
-# Usage: bash book/tools/vendor_js.sh   (needs npm; ~25 s; ~8 MB on disk)
+# `make book` runs this once, when book/vendor/ is missing; without npm it
+# builds against the CDNs instead. Delete book/vendor/ to fetch again.
+#
+# Usage: bash book/tools/vendor_js.sh   (needs npm; ~25 s; ~16 MB on disk)
 set -euo pipefail
 
 HTML_MANAGER="@jupyter-widgets/html-manager@1.0.6"
@@ -18,11 +21,9 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 dest="$root/book/vendor"
 
 if ! command -v npm >/dev/null 2>&1; then
-    echo "vendor_js.sh: npm was not found on PATH." >&2
-    echo "  Install Node.js (which ships npm), e.g. 'apt-get install npm'" >&2
-    echo "  or https://nodejs.org, then run 'make book OFFLINE=1' again." >&2
-    echo "  Without it the book still builds but loads MathJax and the" >&2
-    echo "  widget JavaScript from CDNs (raw TeX when offline)." >&2
+    echo "vendor_js.sh: npm was not found; install Node.js (which ships" \
+         "npm, e.g. 'apt-get install npm' or https://nodejs.org) and run" \
+         "it again." >&2
     exit 1
 fi
 
@@ -32,7 +33,8 @@ trap 'rm -rf "$work"' EXIT
 echo "vendor_js.sh: npm install $HTML_MANAGER $REQUIREJS $MATHJAX"
 ( cd "$work" \
   && npm init -y >/dev/null \
-  && npm install --no-audit --no-fund --silent \
+  && npm install --no-audit --no-fund --silent --prefer-offline \
+       --fetch-retries=1 --fetch-timeout=30000 \
        "$HTML_MANAGER" "$REQUIREJS" "$MATHJAX" )
 
 mods="$work/node_modules"
