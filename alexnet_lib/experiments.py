@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from alexnet_lib.config import OptimConfig
 from alexnet_lib.data.cifar_loader import CifarLoader
@@ -25,7 +26,7 @@ from alexnet_lib.optim import build_optimizer
 from alexnet_lib.train import seed_everything, train_one_epoch
 
 __all__ = ["ProxyPlan", "proxy_run", "mean_std", "paired_differences",
-           "train_eval_indices"]
+           "train_eval_indices", "progress_bar", "epoch_summary"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class ProxyPlan:
 
 def proxy_run(make_model: Callable[[], nn.Module], train, test,
               plan: ProxyPlan, seed: int, mean: torch.Tensor,
-              device="cpu", log: Callable[[str], None] | None = print,
+              device="cpu", log: bool | None = True,
               name: str = "") -> dict:
     """Train one freshly built model; return its curve and final errors.
 
@@ -62,7 +63,8 @@ def proxy_run(make_model: Callable[[], nn.Module], train, test,
     the test images, ``train_error`` on ``plan.train_eval_images``
     training images spread evenly over the set (``train_eval_indices``;
     the loaded set is sorted by class), and their difference
-    ``gap`` (how much the net overfits).
+    ``gap`` (how much the net overfits). ``log``: one progress bar
+    for the run, its postfix the last epoch's errors (None: silent).
     """
     seed_everything(seed)  # same seed: same initial weights
     model = make_model().to(device)
@@ -80,6 +82,7 @@ def proxy_run(make_model: Callable[[], nn.Module], train, test,
                             crop=plan.crop, mean=mean, train=False,
                             device=device)
     curve, start = [], time.perf_counter()
+    bar = progress_bar(plan.epochs, f"{name} seed {seed}", enabled=log)
     for epoch in range(plan.epochs):
         lr = plan.lr * (0.1 if epoch >= plan.epochs - plan.low_lr_epochs
                         else 1.0)
@@ -93,11 +96,9 @@ def proxy_run(make_model: Callable[[], nn.Module], train, test,
                           loss=round(fit["loss"], 4),
                           test_error=round(val["top1_error"], 4),
                           images_per_s=round(fit["images_per_s"], 1)))
-        if log:
-            log(f"{name} seed {seed} epoch {epoch + 1}/{plan.epochs}: "
-                f"running error {fit['error']:.3f}, test error "
-                f"{val['top1_error']:.3f} ({fit['images_per_s']:.0f} "
-                f"images/s)")
+        bar.set_postfix_str(epoch_summary(fit, val), refresh=False)
+        bar.update()
+    bar.close()
     final_train = evaluate(model, train_eval, device)["top1_error"]
     final_test = curve[-1]["test_error"]
     return dict(seed=seed, curve=curve, test_error=final_test,
@@ -105,6 +106,20 @@ def proxy_run(make_model: Callable[[], nn.Module], train, test,
                 gap=round(final_test - final_train, 4),
                 seconds=round(time.perf_counter() - start, 1),
                 parameters=sum(p.numel() for p in model.parameters()))
+
+
+def progress_bar(epochs: int, desc: str, enabled: bool | None = True):
+    """One compact display per run: a tqdm bar over its epochs, kept
+    when done (a widget in Jupyter, a text line elsewhere)."""
+    return tqdm(total=epochs, desc=desc.strip(), unit="epoch",
+                leave=True, disable=not enabled)
+
+
+def epoch_summary(fit: dict, val: dict) -> str:
+    """The bar's postfix: 'running error 0.488, test error 0.443, 536
+    images/s' from ``train_one_epoch`` and ``evaluate`` results."""
+    return (f"running error {fit['error']:.3f}, test error "
+            f"{val['top1_error']:.3f}, {fit['images_per_s']:.0f} images/s")
 
 
 def train_eval_indices(n: int, count: int) -> torch.Tensor:
