@@ -1,46 +1,66 @@
-"""Shared test set-up: where the real data and the writable caches are.
+"""Shared test set-up: which data the tests read, and the writable caches.
 
-Real-data tests use the folder named by $ALEXNET_DATA. When it is unset and
-a ``shared/data`` folder sits beside the checkout (the CI data cache), that
-folder is used. Real-data tests are skipped only when no data is found.
+Without $ALEXNET_DATA the tests read the small real sample shipped in the
+package (alexnet_lib/sample), so ``make test`` needs nothing outside the
+checkout. With it, the same tests read the full data sets there, and the
+tests marked ``full_data`` (exact counts of the full sets, comparisons
+with the sources of the sample) run too; without it they are skipped:
+
+    ALEXNET_DATA=/path/to/data pytest -m full_data tests
 """
 import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent
-_BESIDE = REPO.parent / "shared" / "data"
+from alexnet_lib.config import DATA_ENV
+from alexnet_lib.data.locate import SAMPLE_ROOT, find_dataset
 
-if "ALEXNET_DATA" not in os.environ and _BESIDE.is_dir():
-    os.environ["ALEXNET_DATA"] = str(_BESIDE)
+REPO = Path(__file__).resolve().parent
 # Decoded tensors and mean images are derived files: keep them in the
 # checkout (git-ignored) so repeated test runs reuse them.
 os.environ.setdefault("ALEXNET_CACHE", str(REPO / ".cache"))
 # Notebooks run by nbval take the smallest profile unless told otherwise.
 os.environ.setdefault("ALEXNET_PROFILE", "ci")
 
+NO_FULL_DATA = (f"needs the full data sets: set {DATA_ENV} to the folder "
+                f"that holds them (README, Data)")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("full_data") and not os.environ.get(DATA_ENV):
+        pytest.skip(NO_FULL_DATA)
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The real data root; skips the test when no data is present."""
-    root = Path(os.environ.get("ALEXNET_DATA", ""))
-    if not os.environ.get("ALEXNET_DATA") or not root.is_dir():
-        pytest.skip("no real data: set ALEXNET_DATA to the data folder")
+    """$ALEXNET_DATA when set, else the shipped sample (same layout)."""
+    env = os.environ.get(DATA_ENV)
+    if not env:
+        return SAMPLE_ROOT
+    root = Path(env).expanduser()
+    if not root.is_dir():
+        pytest.fail(f"{DATA_ENV}={env} is not a folder: unset it to test "
+                    f"on the shipped sample, or point it at the data")
     return root
 
 
 @pytest.fixture(scope="session")
+def full_data_dir(data_dir: Path) -> Path:
+    """The full data sets (tests marked full_data)."""
+    if not os.environ.get(DATA_ENV):
+        pytest.skip(NO_FULL_DATA)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
 def cifar_dir(data_dir: Path) -> Path:
-    path = data_dir / "cifar-10-jpeg-q75"
-    if not path.is_dir():
-        pytest.skip(f"CIFAR-10 image folder not found in {data_dir}")
-    return path
+    """CIFAR-10 in data_dir: the image folder, or the sample's .npz."""
+    return find_dataset("cifar10", path=data_dir, profile="ci",
+                        download=False)
 
 
 @pytest.fixture(scope="session")
 def imagenette_dir(data_dir: Path) -> Path:
-    path = data_dir / "imagenette2-224"
-    if not path.is_dir():
-        pytest.skip(f"Imagenette folder not found in {data_dir}")
-    return path
+    return find_dataset("imagenette", path=data_dir, profile="ci",
+                        download=False)

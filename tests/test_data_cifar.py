@@ -1,7 +1,10 @@
-"""CIFAR-10 on the real data: counts, class order, pixels, CifarLoader."""
+"""CIFAR-10 on real data: counts, class order, pixels, CifarLoader.
+
+Without $ALEXNET_DATA the tests read the shipped sample; those marked
+full_data need the full image folder (cifar-10-jpeg-q75) there.
+"""
 import csv
 import pickle
-import shutil
 import time
 import urllib.error
 
@@ -15,6 +18,7 @@ from alexnet_lib.data import (CifarLoader, CorruptImageError,
                               DownloadError, build_loaders,
                               build_ten_crop_loader, load_cifar10)
 from alexnet_lib.data.files import scan_class_folders
+from alexnet_lib.data.locate import SAMPLE_ROOT
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
            "horse", "ship", "truck"]
@@ -22,28 +26,54 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 @pytest.fixture(scope="module")
 def cifar_test(cifar_dir):
-    """The whole test split (10,000 images; decoded once, then cached)."""
+    """The whole test split (10,000 images, decoded once then cached;
+    the sample's 1,017)."""
     return load_cifar10(cifar_dir, split="test")
+
+
+@pytest.fixture(scope="module")
+def q75_dir(full_data_dir):
+    """The full JPEG image folder (cifar-10-jpeg-q75)."""
+    return full_data_dir / "cifar-10-jpeg-q75"
 
 
 # --- the data on disk -------------------------------------------------------
 
-def test_file_counts_are_cifar10s(cifar_dir):
+@pytest.mark.full_data
+def test_file_counts_are_cifar10s(q75_dir):
     for split, total, per_class in (("train", 50000, 5000),
                                     ("test", 10000, 1000)):
-        classes, files, labels = scan_class_folders(cifar_dir / split)
+        classes, files, labels = scan_class_folders(q75_dir / split)
         assert classes == CLASSES
         assert len(files) == total
         assert np.bincount(labels).tolist() == [per_class] * 10
 
 
-def test_class_order_is_batches_meta_order(data_dir, cifar_test):
-    meta = data_dir / "cifar-10-exact-prefix" / "batches.meta"
+@pytest.mark.full_data
+def test_class_order_is_batches_meta_order(full_data_dir, cifar_test):
+    meta = full_data_dir / "cifar-10-exact-prefix" / "batches.meta"
     with open(meta, "rb") as f:
         label_names = pickle.load(f, encoding="latin1")["label_names"]
     assert cifar_test.classes == label_names == CLASSES
+    sample = load_cifar10(SAMPLE_ROOT / "cifar10", split="test")
+    assert sample.classes == CLASSES
 
 
+def test_sample_splits_shapes_and_counts():
+    test = load_cifar10(SAMPLE_ROOT / "cifar10", split="test")
+    train = load_cifar10(SAMPLE_ROOT / "cifar10", split="train")
+    assert test.images.shape == (1017, 3, 32, 32)
+    assert train.images.shape == (2000, 3, 32, 32)
+    assert test.labels.bincount().tolist() == [105, 93, 100, 104, 92, 87,
+                                               114, 102, 110, 110]
+    assert train.labels.bincount().tolist() == [200] * 10
+    for data in (test, train):
+        assert data.images.dtype == torch.uint8
+        assert data.labels.dtype == torch.int64
+        assert data.classes == CLASSES and data.skipped == []
+
+
+@pytest.mark.full_data
 def test_test_split_shapes_and_counts(cifar_test):
     assert cifar_test.images.shape == (10000, 3, 32, 32)
     assert cifar_test.images.dtype == torch.uint8
@@ -52,9 +82,12 @@ def test_test_split_shapes_and_counts(cifar_test):
     assert cifar_test.skipped == []
 
 
-def test_jpegs_match_the_exact_test_images(data_dir, cifar_dir, cifar_test):
-    exact = np.load(data_dir / "cifar-10-exact-prefix" / "test_batch.npz")
-    with open(cifar_dir / "order.csv") as f:
+@pytest.mark.full_data
+def test_jpegs_match_the_exact_test_images(full_data_dir, q75_dir):
+    cifar_test = load_cifar10(q75_dir, split="test")
+    exact = np.load(full_data_dir / "cifar-10-exact-prefix" /
+                    "test_batch.npz")
+    with open(q75_dir / "order.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["batch"] == "test_batch"]
     rows.sort(key=lambda r: int(r["index"]))
     n = 200
@@ -69,21 +102,24 @@ def test_jpegs_match_the_exact_test_images(data_dir, cifar_dir, cifar_test):
     assert cifar_test.labels[pos].tolist() == exact["labels"][:n].tolist()
 
 
-def test_second_load_comes_from_the_cache(cifar_dir, cifar_test):
+@pytest.mark.full_data
+def test_second_load_comes_from_the_cache(q75_dir):
+    cifar_test = load_cifar10(q75_dir, split="test")
     start = time.perf_counter()
-    again = load_cifar10(cifar_dir, split="test")
+    again = load_cifar10(q75_dir, split="test")
     assert time.perf_counter() - start < 1.0
     assert torch.equal(again.images, cifar_test.images)
     assert torch.equal(again.labels, cifar_test.labels)
 
 
 @pytest.mark.slow
-def test_whole_train_split(cifar_dir):
-    train = load_cifar10(cifar_dir, split="train")
+@pytest.mark.full_data
+def test_whole_train_split(q75_dir):
+    train = load_cifar10(q75_dir, split="train")
     assert train.images.shape == (50000, 3, 32, 32)
     assert train.labels.bincount().tolist() == [5000] * 10
     start = time.perf_counter()
-    load_cifar10(cifar_dir, split="train")
+    load_cifar10(q75_dir, split="train")
     assert time.perf_counter() - start < 1.0
 
 
@@ -93,7 +129,7 @@ def test_subset_is_class_balanced_first_n(cifar_dir):
     again = load_cifar10(cifar_dir, split="train", subset=25)
     assert torch.equal(sub.images, again.images)
     first = load_cifar10(cifar_dir, split="train", subset=10)
-    # The first image of every class folder: train/<class>/0000.jpg.
+    # The first image of every class: train/<class>/0000.jpg.
     assert first.labels.tolist() == list(range(10))
     assert torch.equal(first.images[0], sub.images[0])
 
@@ -248,16 +284,20 @@ def test_build_loaders_channel_mean_and_ranks(cifar_dir):
 
 # --- bad input: each error says what to do ----------------------------------
 
-def tiny_folder(cifar_dir, root, classes=("cat", "dog"), splits=None, n=3):
-    """A copy of a few real CIFAR images in the image-folder layout."""
+def tiny_folder(root, classes=("cat", "dog"), splits=None, n=3):
+    """A few real CIFAR JPEGs (from the shipped sample) in the
+    image-folder layout; class names outside CIFAR get cat images."""
+    with np.load(SAMPLE_ROOT / "cifar10" / "train.npz") as z:
+        blob, ends, files = z["jpeg"], z["offsets"], list(z["files"])
     splits = splits or {"train": classes, "test": classes}
     for split, names in splits.items():
         for name in names:
             (root / split / name).mkdir(parents=True)
             for k in range(n):
-                src = cifar_dir / split / (name if name in CLASSES
-                                           else "cat") / f"{k:04d}.jpg"
-                shutil.copy(src, root / split / name / f"{k:04d}.jpg")
+                i = files.index(f"train/{name if name in CLASSES else 'cat'}"
+                                f"/{k + (split == 'test') * 10:04d}.jpg")
+                (root / split / name / f"{k:04d}.jpg").write_bytes(
+                    blob[ends[i]:ends[i + 1]].tobytes())
     return root
 
 
@@ -266,21 +306,29 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
 
 
+FOLDERS = "cifar-10-batches-py or cifar10 or cifar-10-jpeg-q75"
+TO_POINT = ("or point the project at a copy you have: set ALEXNET_DATA="
+            "/folder/that/holds/it or pass --data /folder/that/holds/it.")
+
+
 def test_missing_folder(tmp_path):
     with pytest.raises(DataNotFoundError) as err:
         load_cifar10(tmp_path / "nowhere")
-    message = str(err.value)
-    assert str(tmp_path / "nowhere") in message
-    assert "cifar-10-batches-py" in message and "download=True" in message
-    assert "ALEXNET_DATA" in message and "--data" in message
+    assert str(err.value) == (
+        f"CIFAR-10 not found: looked for {FOLDERS} in "
+        f"{tmp_path / 'nowhere'} (download is off). Fetch it with `python "
+        f"-m alexnet_lib fetch cifar10`, {TO_POINT}")
 
 
-def test_missing_data_root_lists_every_place(tmp_path, monkeypatch):
-    monkeypatch.setenv("ALEXNET_DATA", str(tmp_path))
+def test_missing_data_root_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEXNET_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     with pytest.raises(DataNotFoundError) as err:
-        load_cifar10()
-    for name in ("cifar-10-jpeg-q75", "cifar10", "cifar-10-batches-py"):
-        assert str(tmp_path / name) in str(err.value)
+        load_cifar10(profile="cpu", download=False)
+    assert str(err.value) == (
+        f"CIFAR-10 not found: looked for {FOLDERS} in {tmp_path / 'data'}, "
+        f"{tmp_path / 'home/.cache/alexnet_lib/data'} (download=False). "
+        f"Fetch it with `python -m alexnet_lib fetch cifar10`, {TO_POINT}")
 
 
 def test_folder_without_cifar(tmp_path):
@@ -290,33 +338,34 @@ def test_folder_without_cifar(tmp_path):
         load_cifar10(tmp_path)
 
 
-def test_no_class_folders(cifar_dir, tmp_path, private_cache):
+def test_no_class_folders(tmp_path, private_cache):
+    jpeg = (tiny_folder(tmp_path / "src") / "train/cat/0000.jpg").read_bytes()
     for split in ("train", "test"):
-        (tmp_path / split).mkdir()
-        shutil.copy(cifar_dir / "train/cat/0000.jpg", tmp_path / split)
+        (tmp_path / "data" / split).mkdir(parents=True)
+        (tmp_path / "data" / split / "0000.jpg").write_bytes(jpeg)
     with pytest.raises(DataLayoutError, match="has no class folders. "
                        "Expected .*<class>/<image files>"):
-        load_cifar10(tmp_path)
+        load_cifar10(tmp_path / "data")
 
 
-def test_a_split_missing(cifar_dir, tmp_path, private_cache):
-    tiny_folder(cifar_dir, tmp_path, splits={"train": ("cat", "dog")})
+def test_a_split_missing(tmp_path, private_cache):
+    tiny_folder(tmp_path, splits={"train": ("cat", "dog")})
     with pytest.raises(DataLayoutError, match=r"split folder .*test is "
                        r"missing.*ALEXNET_DATA"):
         load_cifar10(tmp_path, split="train")
 
 
-def test_mismatched_class_names(cifar_dir, tmp_path, private_cache):
-    tiny_folder(cifar_dir, tmp_path, splits={"train": ("cat", "dog"),
-                                             "test": ("cat", "frog")})
+def test_mismatched_class_names(tmp_path, private_cache):
+    tiny_folder(tmp_path, splits={"train": ("cat", "dog"),
+                                  "test": ("cat", "frog")})
     with pytest.raises(DataLayoutError, match=r"class folders differ .*"
                        r"only in the first: \['dog'\]; only in the second: "
                        r"\['frog'\]"):
         load_cifar10(tmp_path, split="train")
 
 
-def test_corrupt_jpeg_skip_and_stop(cifar_dir, tmp_path, private_cache):
-    root = tiny_folder(cifar_dir, tmp_path)
+def test_corrupt_jpeg_skip_and_stop(tmp_path, private_cache):
+    root = tiny_folder(tmp_path)
     bad = root / "train" / "dog" / "0001.jpg"
     bad.write_bytes(bad.read_bytes()[:200])  # truncated
     with pytest.warns(UserWarning, match="skipped 1 corrupt image"):
@@ -335,16 +384,19 @@ def test_no_network_for_download(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] no network")
     monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DataNotFoundError) as err:
         load_cifar10(tmp_path, download=True)
-    message = str(err.value)
-    assert "no network" in message and "cifar-10-python.tar.gz" in message
-    assert str(tmp_path / "cifar-10-batches-py") in message
-    assert "ALEXNET_DATA" in message
+    assert str(err.value) == (
+        f"CIFAR-10 not found: looked for {FOLDERS} in {tmp_path} "
+        f"(downloading it into {tmp_path} failed: URLError: <urlopen error "
+        f"[Errno -3] no network>; this machine may be offline). Fetch it "
+        f"with `python -m alexnet_lib fetch cifar10`, {TO_POINT}")
+    assert isinstance(err.value.__cause__, DownloadError)
 
 
-def test_cache_notices_added_files(cifar_dir, tmp_path, private_cache):
-    root = tiny_folder(cifar_dir, tmp_path)
+def test_cache_notices_added_files(tmp_path, private_cache):
+    root = tiny_folder(tmp_path)
     assert len(load_cifar10(root, split="test")) == 6
-    shutil.copy(cifar_dir / "test/cat/0005.jpg", root / "test/cat/0005.jpg")
+    (root / "test/cat/0005.jpg").write_bytes(
+        (root / "test/cat/0000.jpg").read_bytes())
     assert len(load_cifar10(root, split="test")) == 7
