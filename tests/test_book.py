@@ -1,10 +1,15 @@
-"""The book builds cleanly and its generated pages say what the sources say.
+"""The book builds cleanly and every page renders right in a browser.
 
 One strict build (``jupyter-book build -W -n --keep-going``) of the
-checkout into a temporary folder, shared by the tests below (~5 s). A
-headless-Chromium test renders two pages and checks that MathJax typeset
-the math; it is skipped when Chromium or the vendored JavaScript
-(``book/vendor/``, from ``book/tools/vendor_js.sh``) is missing.
+checkout into a temporary folder, shared by the tests below (~10 s).
+Headless Chromium then opens every page of ``_toc.yml`` (~1 min, two at a
+time) and the DOM it dumps after the page's JavaScript ran is checked
+against the page's source: math typeset, no Markdown table left as raw
+pipes, one picture per image output, every saved widget drawn, nothing
+cut off at 1280 px. A full-page screenshot of each page goes to
+``_build/screenshots/`` for a person to look at. The browser tests skip
+when Chromium or the vendored JavaScript (``book/vendor/``, from
+``make book``) is missing.
 """
 import html
 import json
@@ -13,14 +18,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "book" / "_ext"))
 
 from book_deviations import scan  # noqa: E402
+from book_launch import kaggle_url  # noqa: E402
 from book_scorecard import SCHEMA, check_record  # noqa: E402
 
 CHAPTER = "notebooks/3_5_overall_architecture"
@@ -159,7 +168,191 @@ def test_check_record_names_missing_and_mistyped_fields():
     assert check_record([1, 2]) == ["is not a JSON object"]
 
 
-# -- rendering in a browser -----------------------------------------------
+def test_kaggle_url_opens_the_notebook_colab_opens():
+    colab = ("https://colab.research.google.com/github/org/repo/blob/main/"
+             "notebooks/3_1_relu.ipynb")
+    assert kaggle_url(colab) == (
+        "https://kaggle.com/kernels/welcome?src=https://github.com/org/repo/"
+        "blob/main/notebooks/3_1_relu.ipynb")
+    assert kaggle_url("https://example.org/not/a/colab/link") is None
+
+
+# -- what each page should show, from its source ----------------------------
+
+PIPE_ROW = re.compile(r"^\s*\|[^\n]*\|[^\n]*\|\s*$", re.M)
+# myst-nb's order for HTML (first present wins), as set in _config.yml.
+MIME_ORDER = ["application/vnd.jupyter.widget-view+json",
+              "application/javascript", "text/html", "image/svg+xml",
+              "image/png", "image/gif", "image/jpeg", "text/markdown",
+              "text/latex", "text/plain"]
+
+
+def toc_pages() -> list[str]:
+    """Every page of the book, in the order of _toc.yml."""
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text(encoding="utf-8"))
+    return [toc["root"]] + [chapter["file"] for part in toc["parts"]
+                            for chapter in part["chapters"]]
+
+
+def shown_mime(output: dict) -> str | None:
+    data = output.get("data", {})
+    return next((m for m in MIME_ORDER if m in data), None)
+
+
+def notebook_outputs(docname: str) -> dict[str, int]:
+    """How many figures, widgets and Markdown tables the notebook shows."""
+    path = REPO / f"{docname}.ipynb"
+    counts = {"images": 0, "widgets": 0, "tables": 0}
+    if not path.is_file():
+        return counts
+    for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+        for output in cell.get("outputs", []):
+            mime = shown_mime(output)
+            if mime is None:
+                continue
+            if mime.startswith("image/"):
+                counts["images"] += 1
+            elif mime == MIME_ORDER[0]:
+                counts["widgets"] += 1
+            elif mime == "text/markdown" and PIPE_ROW.search(
+                    "".join(output["data"][mime])):
+                counts["tables"] += 1
+    return counts
+
+
+class Page(HTMLParser):
+    """Facts about a page's HTML (as built, or as dumped after its JS ran).
+
+    ``paragraphs``: text of each <p> outside code; ``text``: visible text
+    outside code, scripts and typeset math; ``raw_math``: elements of class
+    ``math`` with no MathJax output inside; ``count``: start tags by key
+    ("mjx-container", "output table", "output img", "widget")."""
+
+    SKIP = {"pre", "code", "script", "style", "textarea", "mjx-container"}
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input",
+            "link", "meta", "source", "track", "wbr"}
+
+    def __init__(self, html_text: str):
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[str, set[str]]] = []
+        self.paragraphs: list[str] = []
+        self.text: list[str] = []
+        self.raw_math: list[str] = []
+        self.count: dict[str, int] = {}
+        self._math: list[list] = []  # [typeset?, text] per open .math
+        self.feed(html_text)
+        self.close()
+
+    def _inside(self, test) -> bool:
+        return any(test(tag, classes) for tag, classes in self.stack)
+
+    def _add(self, key: str) -> None:
+        self.count[key] = self.count.get(key, 0) + 1
+
+    def handle_starttag(self, tag, attrs):
+        classes = set((dict(attrs).get("class") or "").split())
+        in_output = self._inside(lambda t, c: "cell_output" in c)
+        if tag == "mjx-container":
+            self._add("mjx-container")
+            for record in self._math:
+                record[0] = True
+        if in_output and tag in ("table", "img"):
+            self._add(f"output {tag}")
+        if "widget-subarea" in classes:
+            self._add("widget")
+        if tag in self.VOID:
+            return
+        if "math" in classes:
+            self._math.append([False, ""])
+        if tag == "p":
+            self.paragraphs.append("")
+        self.stack.append((tag, classes))
+
+    def handle_endtag(self, tag):
+        while self.stack:
+            top, classes = self.stack.pop()
+            if "math" in classes and self._math:
+                typeset, text = self._math.pop()
+                if not typeset:
+                    self.raw_math.append(text.strip()[:60])
+            if top == tag:
+                break
+
+    def handle_data(self, data):
+        for record in self._math:
+            record[1] += data
+        if self._inside(lambda t, c: t in self.SKIP):
+            return
+        self.text.append(data)
+        if self._inside(lambda t, c: t == "p"):
+            self.paragraphs[-1] += data
+
+
+def test_markdown_outputs_render_as_tables(build):
+    """text/markdown outputs go through MyST, which knows pipe tables."""
+    html_dir, _ = build
+    total = 0
+    for docname in toc_pages():
+        expected = notebook_outputs(docname)["tables"]
+        total += expected
+        page = Page(read(html_dir, docname))
+        assert page.count.get("output table", 0) >= expected, docname
+        raw = [p for p in page.paragraphs if PIPE_ROW.search(p)]
+        assert not raw, f"raw pipe table in {docname}: {raw[0][:80]!r}"
+    assert total > 0, "no notebook prints a Markdown table any more"
+
+
+def test_notebook_pages_have_a_kaggle_launch_link(build):
+    html_dir, _ = build
+    page = read(html_dir, LRN_CHAPTER)
+    assert ("https://kaggle.com/kernels/welcome?src=https://github.com/"
+            in page)
+    assert f"/blob/main/{LRN_CHAPTER}.ipynb" in page
+
+
+# -- every page in a browser -------------------------------------------------
+
+# Injected into a copy of each page: once MathJax has typeset, it measures
+# the layout at 1280 px and leaves the result on <html data-probe="...">,
+# where the DOM dump carries it out.
+PROBE = """<script>
+(function () {
+  function measure() {
+    var d = document.documentElement;
+    var box = document.querySelector('article.bd-article') || document.body;
+    var right = box.getBoundingClientRect().right;
+    var cut = [];
+    box.querySelectorAll('table, pre, img').forEach(function (el) {
+      var r = el.getBoundingClientRect();
+      if (r.width === 0 || r.right <= right + 1) return;
+      for (var a = el.parentElement; a && a !== box.parentElement;
+           a = a.parentElement) {
+        var ox = getComputedStyle(a).overflowX;
+        if ((ox === 'auto' || ox === 'scroll')
+            && a.getBoundingClientRect().right <= right + 1) return;
+      }
+      cut.push(el.tagName.toLowerCase() + ': '
+               + (el.textContent || el.src || '').trim().slice(0, 60));
+    });
+    var broken = Array.prototype.filter.call(document.images, function (i) {
+      return !(i.complete && i.naturalWidth > 0);
+    }).map(function (i) { return i.src.slice(-60); });
+    d.setAttribute('data-probe', JSON.stringify({
+      page_width: d.scrollWidth, view_width: d.clientWidth,
+      height: Math.max(d.scrollHeight, document.body.scrollHeight),
+      cut: cut, broken_images: broken}));
+  }
+  window.addEventListener('load', function () {
+    var typeset = (window.MathJax && MathJax.startup
+                   && MathJax.startup.promise) || Promise.resolve();
+    typeset.then(function () { setTimeout(measure, 1000); });
+  });
+})();
+</script>"""
+WIDTH = 1280
+MAX_SHOT_HEIGHT = 16_000  # Chromium draws nothing below ~16k px
+SCREENSHOTS = REPO / "_build" / "screenshots"
+
 
 def chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
@@ -168,63 +361,94 @@ def chromium() -> str | None:
     return None
 
 
-def render(browser: str, page: Path, screenshot: Path) -> str:
-    """Screenshot the page into ``screenshot``; return the DOM after JS."""
-    common = [browser, "--headless", "--no-sandbox", "--disable-gpu",
-              "--disable-background-networking", "--disable-component-update",
-              "--disable-sync", "--no-first-run",
-              "--virtual-time-budget=5000"]
+def run_chromium(browser: str, *args: str) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory() as profile:
-        common.append(f"--user-data-dir={profile}")
-        subprocess.run(common + ["--window-size=1280,900",
-                                 f"--screenshot={screenshot}", page.as_uri()],
-                       capture_output=True, timeout=60, check=True)
-        dom = subprocess.run(common + ["--dump-dom", page.as_uri()],
-                             capture_output=True, text=True, timeout=60,
-                             check=True)
-    return dom.stdout
+        return subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", "--hide-scrollbars",
+             f"--user-data-dir={profile}", "--virtual-time-budget=6000",
+             *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.skipif(chromium() is None, reason=(
-    "Chromium is not installed (apt-get install -y chromium); the "
-    "rendered-page check needs it"))
-@pytest.mark.skipif(not (REPO / "book" / "vendor").is_dir(), reason=(
-    "book/vendor/ is missing (bash book/tools/vendor_js.sh): without it "
-    "MathJax loads from a CDN this machine may not reach"))
-def test_pages_render_with_typeset_math(build):
-    html, _ = build
-    shots = html / "_screenshots"
-    shots.mkdir(exist_ok=True)
-    for docname in ["book/intro", "book/deviations", CHAPTER]:
-        page = html / f"{docname}.html"
-        shot = shots / (docname.replace("/", "_") + ".png")
-        dom = render(chromium(), page, shot)
-        assert shot.is_file() and shot.stat().st_size > 10_000
-        if docname != "book/intro":  # the pages that hold math
-            assert "<mjx-container" in dom, f"math not typeset in {page}"
-            raw = re.search(r'class="math[^"]*">\s*\\[(\[]', dom)
-            assert raw is None, f"raw TeX left in {page}: {raw}"
+def render(browser: str, page: Path, shot: Path) -> tuple[str, dict]:
+    """(DOM after the page's JS ran, layout probe); screenshot to ``shot``."""
+    probe = page.with_name(f"_probe_{page.name}")
+    probe.write_text(page.read_text(encoding="utf-8").replace(
+        "</body>", PROBE + "</body>"), encoding="utf-8")
+    try:
+        dom = run_chromium(browser, f"--window-size={WIDTH},900",
+                           "--dump-dom", probe.as_uri()).stdout
+    finally:
+        probe.unlink()
+    found = re.search(r'data-probe="([^"]*)"', dom)
+    layout = json.loads(html.unescape(found[1])) if found else {}
+    height = min(layout.get("height", 900), MAX_SHOT_HEIGHT)
+    run_chromium(browser, f"--window-size={WIDTH},{height}",
+                 f"--screenshot={shot}", page.as_uri())
+    return dom, layout
 
 
-@pytest.mark.skipif(chromium() is None, reason=(
-    "Chromium is not installed (apt-get install -y chromium); the "
-    "rendered-widget check needs it"))
-@pytest.mark.skipif(not (REPO / "book" / "vendor").is_dir(), reason=(
-    "book/vendor/ is missing (bash book/tools/vendor_js.sh): without it "
-    "the widget JavaScript loads from a CDN this machine may not reach"))
-def test_lrn_explorer_widget_renders(build):
-    """The §3.3 notebook's saved widget state becomes live sliders."""
-    html, _ = build
-    page = html / f"{LRN_CHAPTER}.html"
-    source = read(html, LRN_CHAPTER)
-    assert "application/vnd.jupyter.widget-state+json" in source, (
-        "no widget state embedded: execute the notebook with nbclient's "
-        "store_widget_state=True (jupyter execute does by default)")
-    shots = html / "_screenshots"
-    shots.mkdir(exist_ok=True)
-    shot = shots / (LRN_CHAPTER.replace("/", "_") + ".png")
-    dom = render(chromium(), page, shot)
-    assert shot.is_file() and shot.stat().st_size > 10_000
-    # html-manager renders each slider as a div with these classes.
-    assert "widget-slider" in dom, f"no rendered ipywidgets slider in {page}"
-    assert "<mjx-container" in dom, f"math not typeset in {page}"
+@pytest.fixture(scope="module")
+def rendered(build):
+    """docname -> (static HTML, DOM after JS, layout probe, screenshot)."""
+    browser = chromium()
+    if browser is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    if not (REPO / "book" / "vendor").is_dir():
+        pytest.skip("no book/vendor/ (make book, or bash "
+                    "book/tools/vendor_js.sh): math and widgets need a CDN")
+    html_dir, _ = build
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def one(docname: str):
+        shot = SCREENSHOTS / (docname.replace("/", "_") + ".png")
+        shot.unlink(missing_ok=True)
+        page = html_dir / f"{docname}.html"
+        return (docname, (page.read_text(encoding="utf-8"),
+                          *render(browser, page, shot), shot))
+
+    # Two Chromiums at a time: ~1 min for the whole book on 2 cores.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(one, toc_pages()))
+
+
+@pytest.mark.parametrize("docname", toc_pages())
+def test_page_renders_in_a_browser(rendered, docname):
+    static, dom, layout, shot = rendered[docname]
+    before, after = Page(static), Page(dom)
+    expected = notebook_outputs(docname)
+
+    assert shot.is_file() and shot.stat().st_size > 10_000, (
+        f"no screenshot of {docname}")
+    assert layout, f"the layout probe did not run on {docname}"
+    # Math: every math element typeset, no TeX left in the text.
+    n_math = before.count.get("mjx-container", 0) + len(before.raw_math)
+    assert after.count.get("mjx-container", 0) >= n_math, docname
+    assert not after.raw_math, f"untypeset math in {docname}: " \
+                               f"{after.raw_math[:3]}"
+    text = "".join(after.text)
+    for tex in ("\\(", "\\["):
+        assert tex not in text, (
+            f"raw TeX in {docname}: ...{text[text.find(tex):][:60]}")
+    # Tables: no Markdown table left as a paragraph of pipes.
+    raw = [p for p in after.paragraphs if PIPE_ROW.search(p)]
+    assert not raw, f"raw pipe table in {docname}: {raw[0][:80]!r}"
+    assert after.count.get("output table", 0) >= expected["tables"]
+    # Figures: one <img> per image output, and every image decoded.
+    assert after.count.get("output img", 0) >= expected["images"], docname
+    assert not layout["broken_images"], layout["broken_images"]
+    # Widgets: each saved widget view drawn by the HTML manager.
+    assert after.count.get("widget", 0) >= expected["widgets"], docname
+    assert "Error displaying widget" not in text, docname
+    # Nothing wider than the page at 1280 px except inside a scroll box.
+    assert layout["page_width"] <= layout["view_width"], (
+        f"{docname} scrolls sideways at {WIDTH} px: {layout['page_width']}")
+    assert not layout["cut"], f"cut off at {WIDTH} px in {docname}: " \
+                              f"{layout['cut'][:3]}"
+
+
+def test_every_page_was_looked_at(rendered):
+    assert sorted(rendered) == sorted(toc_pages())
+    assert {p.name for p in SCREENSHOTS.glob("*.png")} >= {
+        d.replace("/", "_") + ".png" for d in toc_pages()}
