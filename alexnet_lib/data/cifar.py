@@ -21,7 +21,7 @@ from .errors import DataLayoutError, WHERE_TO_SET, CorruptImageError
 from .files import (atomic_save, balanced_subset, check_same_classes,
                     decode_file, fingerprint, load_cached,
                     scan_class_folders)
-from .locate import cifar_kind, fetch, find_dataset
+from .locate import cifar_kind, find_dataset
 
 # DEVIATION (data): the shared copy is cifar-10-jpeg-q75, a lossy JPEG
 # re-encoding (mean abs. error ~5.8/255); cifar-10-batches-py is exact,
@@ -100,11 +100,6 @@ def _load_sample(path: Path, split: str) -> CifarTensors:
                         blob[ends[i]:ends[i + 1]].tobytes())
             for i, name in enumerate(arrays["files"])])
     return CifarTensors(images.contiguous(), labels, classes, str(path))
-
-
-def _download(target: Path) -> Path:
-    """torchvision's download into ``target``; DownloadError if offline."""
-    return fetch("cifar10", target)
 
 
 def _load_batches(path: Path, split: str) -> CifarTensors:

@@ -36,14 +36,6 @@ class DownloadError(DataError):
     """A download was asked for and failed (usually: no network)."""
 
 
-def not_found(what: str, looked: list[Path], how: str) -> DataNotFoundError:
-    """A DataNotFoundError listing every place that was searched."""
-    places = "\n".join(f"  - {p}" for p in looked)
-    return DataNotFoundError(
-        f"{what} not found. Looked in:\n{places}\n{how}\n"
-        f"Then {WHERE_TO_SET}.")
-
-
 def corrupt_image(path: str | Path, reason: str) -> CorruptImageError:
     return CorruptImageError(
         f"corrupt or unreadable image {path}: {reason}. Replace the file "
