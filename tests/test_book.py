@@ -302,6 +302,38 @@ def test_markdown_outputs_render_as_tables(build):
     assert total > 0, "no notebook prints a Markdown table any more"
 
 
+def test_markdown_output_settings_make_tables_in_a_tiny_book(tmp_path):
+    """The _config.yml settings alone turn a text/markdown output (as
+    alexnet_lib.notebook.show_table displays it) into a table, whatever
+    the chapters print today."""
+    ours = yaml.safe_load((REPO / "_config.yml").read_text())["sphinx"]
+    keys = ["nb_render_markdown_format", "nb_mime_priority_overrides"]
+    table = "| a | b |\n|---|---|\n| 1 | `2` |\n\nA note under it."
+    cell = {"cell_type": "code", "execution_count": 1, "id": "c1",
+            "metadata": {}, "source": "show_table(...)", "outputs": [{
+                "output_type": "display_data", "metadata": {},
+                "data": {"text/markdown": table, "text/plain": table}}]}
+    (tmp_path / "page.ipynb").write_text(json.dumps({
+        "cells": [{"cell_type": "markdown", "id": "m1", "metadata": {},
+                   "source": "# Page"}, cell],
+        "metadata": {"kernelspec": {"name": "python3",
+                                    "display_name": "Python 3"},
+                     "language_info": {"name": "python"}},
+        "nbformat": 4, "nbformat_minor": 5}))
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\n")
+    (tmp_path / "_config.yml").write_text(yaml.safe_dump({
+        "title": "t", "execute": {"execute_notebooks": "off"},
+        "sphinx": {"config": {k: ours["config"][k] for k in keys}}}))
+    proc = subprocess.run([jupyter_book(), "build", str(tmp_path), "-W"],
+                          capture_output=True, text=True, timeout=300)
+    log = ANSI.sub("", proc.stdout + proc.stderr)
+    assert proc.returncode == 0, log[-2000:]
+    page = Page((tmp_path / "_build/html/page.html").read_text())
+    assert page.count.get("output table") == 1
+    assert not [p for p in page.paragraphs if PIPE_ROW.search(p)]
+    assert "A note under it." in "".join(page.text)
+
+
 def test_notebook_pages_have_a_kaggle_launch_link(build):
     html_dir, _ = build
     page = read(html_dir, LRN_CHAPTER)

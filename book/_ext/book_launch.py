@@ -4,8 +4,10 @@ sphinx-book-theme 1.3 builds the launch menu (Binder, JupyterHub, Colab,
 Deepnote, JupyterLite) but knows no Kaggle. Kaggle opens a public notebook
 from its GitHub address::
 
-    https://kaggle.com/kernels/welcome?src=https://github.com/<org>/<repo>/blob/<branch>/<path>.ipynb
+    https://kaggle.com/kernels/welcome?src=
+        https://github.com/<org>/<repo>/blob/<branch>/<path>.ipynb
 
+(one line, no space).
 The theme puts the menu into the page context as ``header_buttons`` (a
 list of dicts) in its own ``html-page-context`` handler; this one runs
 after it, finds the Colab link, rebuilds the notebook's GitHub address
@@ -19,8 +21,9 @@ import re
 from sphinx.application import Sphinx
 
 KAGGLE = "https://kaggle.com/kernels/welcome?src="
-# What the theme's Colab link looks like: <colab_url>/github/<org>/<repo>/blob/...
-COLAB_PATH = re.compile(r"^https?://[^/]+/github/(?P<rest>[^/]+/[^/]+/blob/.+)$")
+# The theme's Colab link: <colab_url>/github/<org>/<repo>/blob/<branch>/...
+COLAB_PATH = re.compile(
+    r"^https?://[^/]+/github/(?P<rest>[^/]+/[^/]+/blob/.+)$")
 
 
 def kaggle_url(colab_url: str) -> str | None:
