@@ -385,7 +385,7 @@ def test_no_network_for_download(tmp_path, monkeypatch):
         raise urllib.error.URLError("[Errno -3] no network")
     monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
     with pytest.raises(DataNotFoundError) as err:
-        load_cifar10(tmp_path, download=True)
+        load_cifar10(tmp_path, download=True, profile="cpu")
     assert str(err.value) == (
         f"CIFAR-10 not found: looked for {FOLDERS} in {tmp_path} "
         f"(downloading it into {tmp_path} failed: URLError: <urlopen error "

@@ -94,13 +94,17 @@ def test_exact_batches_come_before_the_jpeg_copy(places, no_download):
         default / "cifar-10-batches-py"
 
 
-def test_ci_uses_the_sample_and_never_downloads(places, no_download):
+def test_ci_uses_the_sample_and_never_downloads(places, no_download,
+                                                tmp_path):
     assert find_dataset("cifar10", profile="ci") == SAMPLE_ROOT / "cifar10"
     assert find_dataset("imagenette", profile="ci") == \
         SAMPLE_ROOT / "imagenette2-224"
-    # download=True does not make ci download: the sample is there
+    # download=True does not make ci download, not even into a path
     assert find_dataset("cifar10", profile="ci", download=True) == \
         SAMPLE_ROOT / "cifar10"
+    with pytest.raises(DataNotFoundError, match=r"\(download is off\)"):
+        find_dataset("cifar10", path=tmp_path / "x", profile="ci",
+                     download=True)
 
 
 def test_photos_and_class_index_always_come_from_somewhere(

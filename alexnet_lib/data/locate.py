@@ -115,21 +115,21 @@ def find_dataset(name: str, *, path: str | Path | None = None,
     IMAGENETTE_FOLDERS), "imagenet-samples" or "class-index".
     ``download``: None downloads a missing CIFAR-10 / Imagenette into
     data_root() for the cpu and gpu profiles only; into an explicit
-    ``path`` only when True. Raises DataNotFoundError saying what is
+    ``path`` only when True; the ci profile never downloads. Raises DataNotFoundError saying what is
     missing, where it looked and how to get it.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of "
                          f"{', '.join(DATASETS)}")
     profile = resolve_profile(profile)
-    fetch_it = name in FETCHABLE and (
+    fetch_it = name in FETCHABLE and profile != "ci" and (
         profile in DOWNLOAD_SIZE if download is None else download)
     if path is not None:
         root = Path(path).expanduser()
         found = _look(name, root, True, profile)
         if found is not None:
             return found
-        if download and name in FETCHABLE:  # only when asked for
+        if fetch_it and download:  # into an explicit path if asked
             return _download(name, root, profile, [root])
         return _explicit_missing(name, root, profile)
     roots = search_roots()
@@ -144,8 +144,8 @@ def find_dataset(name: str, *, path: str | Path | None = None,
         roots.append(SAMPLE_ROOT)
     if fetch_it:
         return _download(name, data_root(), profile, roots)
-    reason = (f"the {profile} profile downloads nothing" if download is None
-              else "download=False")
+    reason = (f"the {profile} profile downloads nothing"
+              if download is None or profile == "ci" else "download=False")
     raise DataNotFoundError(missing_message(name, roots, profile, reason))
 
 
