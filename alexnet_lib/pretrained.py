@@ -19,14 +19,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from alexnet_lib.config import data_root
+from alexnet_lib.data.locate import find_dataset
 from alexnet_lib.evaluate import topk_correct
 from alexnet_lib.models.owt import PretrainedWeightsError, alexnet_owt
 
 __all__ = ["PretrainedOWT", "load_pretrained_owt", "owt_transform",
            "imagenet_class_indices", "score_on_imagenet_classes"]
 
-CLASS_INDEX = "imagenet_class_index.json"  # Keras: {"0": [synset, name]}
 
 
 @dataclass
@@ -76,7 +75,8 @@ def imagenet_class_indices(synsets: list[str],
                            index_file: str | Path | None = None
                            ) -> list[int]:
     """Position of each synset among the 1000 ILSVRC classes."""
-    path = Path(index_file) if index_file else data_root() / CLASS_INDEX
+    path = (Path(index_file) if index_file
+            else find_dataset("class-index"))
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: it maps synsets to the 1000 class "
