@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck, gradgradcheck
 
+from alexnet_lib import layers
 from alexnet_lib.layers import (LocallyConnected2d, LocalResponseNorm,
                                 local_response_norm)
 
@@ -102,6 +103,99 @@ def test_lrn_half_precision_keeps_dtype():
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), local_response_norm(x),
                                rtol=1e-2, atol=1e-2)
+
+
+def _forward_backward(fn, x, g):
+    x = x.detach().requires_grad_(True)
+    y = fn(x)
+    gx, = torch.autograd.grad(y, x, g)
+    return y, gx
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("scale_by_size", [False, True])
+def test_lrn_half_precision_backward_matches_float32(dtype, scale_by_size):
+    torch.manual_seed(4)
+    x = (torch.relu(torch.randn(3, 20, 5, 6)) * 30).to(dtype)
+    g = torch.randn(3, 20, 5, 6).to(dtype)
+
+    def lrn(t):
+        return local_response_norm(t, 5, 1e-3, 0.75, 2.0, scale_by_size,
+                                   groups=2)
+    y, gx = _forward_backward(lrn, x, g)
+    assert y.dtype == gx.dtype == dtype
+    # float32 on the same (rounded) inputs: only the final rounding of
+    # the output and of the gradient to 8 (bf16) or 11 bits differs
+    y32, gx32 = _forward_backward(lrn, x.float(), g.float())
+    tol = 2 ** -7 if dtype == torch.bfloat16 else 2 ** -10
+    torch.testing.assert_close(y.float(), y32, rtol=tol, atol=tol)
+    torch.testing.assert_close(gx.float(), gx32, rtol=tol,
+                               atol=tol * gx32.abs().max().item())
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 8, 9, 13])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_cpu_kernel_equals_the_plain_formula(size, groups):
+    # the blocked kernel with its hand-derived backward (layers.py)
+    # against the same formula written with autograd ops
+    torch.manual_seed(5)
+    x = torch.relu(torch.randn(4, 12, 7, 5, dtype=torch.float64)) * 40
+    g = torch.randn(4, 12, 7, 5, dtype=torch.float64)
+    fast = _forward_backward(
+        lambda t: local_response_norm(t, size, 1e-3, 0.75, 1.5,
+                                      groups=groups), x, g)
+    ref = _forward_backward(
+        lambda t: layers._lrn_reference(t, size, 1e-3, 0.75, 1.5, groups),
+        x, g)
+    torch.testing.assert_close(fast, ref)
+
+
+@pytest.mark.parametrize("beta", [0.75, 0.5, 0.6])
+def test_cpu_kernel_in_many_blocks(monkeypatch, beta):
+    # blocks of 2 rows over 7 (B * groups) rows: the last one is short;
+    # beta 0.75 and 0.5 take the rsqrt paths, 0.6 the generic pow
+    monkeypatch.setattr(layers, "LRN_BLOCK", 2 * 8 * 6)
+    torch.manual_seed(6)
+    x = torch.relu(torch.randn(7, 8, 2, 3)) * 40
+    g = torch.randn(7, 8, 2, 3)
+    fast = _forward_backward(
+        lambda t: local_response_norm(t, 5, 1e-3, beta), x, g)
+    ref = _forward_backward(
+        lambda t: layers._lrn_reference(t, 5, 1e-3, beta, 2.0, 1), x, g)
+    torch.testing.assert_close(fast, ref)
+
+
+def test_lrn_channels_last_keeps_its_layout_and_values(monkeypatch):
+    monkeypatch.setattr(layers, "LRN_BLOCK", 2 * 8 * 6)  # several blocks
+    torch.manual_seed(7)
+    x = torch.relu(torch.randn(5, 16, 3, 4)) * 40
+    g = torch.randn(5, 16, 3, 4)
+    cl = torch.channels_last
+    y, gx = _forward_backward(lambda t: local_response_norm(t, groups=2),
+                              x.contiguous(memory_format=cl),
+                              g.contiguous(memory_format=cl))
+    assert y.is_contiguous(memory_format=cl)
+    assert gx.is_contiguous(memory_format=cl)
+    want = _forward_backward(lambda t: local_response_norm(t, groups=2),
+                             x, g)
+    torch.testing.assert_close((y, gx), want)
+    # a non-contiguous input (every other channel) is handled too
+    wide = torch.relu(torch.randn(5, 32, 3, 4)) * 40
+    torch.testing.assert_close(local_response_norm(wide[:, ::2]),
+                               local_response_norm(wide[:, ::2].clone()))
+
+
+def test_lrn_saves_only_its_input_for_backward():
+    # d and p are recomputed in the backward: the layer adds no stored
+    # activations to a training step (the ReLU before it keeps x anyway)
+    x = (torch.relu(torch.randn(2, 16, 5, 5)) * 30).requires_grad_(True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: saved.append(t) or t, lambda t: t):
+        y = local_response_norm(x)
+    assert len(saved) == 1 and saved[0] is x
+    y.sum().backward()
+    assert x.grad.shape == x.shape
 
 
 def test_lrn_bad_input_raises_clear_errors():
