@@ -71,13 +71,15 @@ class OptimConfig:
 class SpeedConfig:
     """Arithmetic options of today's GPUs (alexnet_lib/speed.py).
 
-    None: on for CUDA, off on the CPU (what the imagenet profile sets);
-    False, the default, keeps every other run computing as it always
-    did. Not in the paper; speed.check_option compares each with
-    float32 eager results.
+    None: on for CUDA; on a CPU, bf16 and channels_last are on where
+    the CPU has bfloat16 instructions (speed.cpu_has_native_bf16) and
+    the others off. False, the default, keeps every other run computing
+    as it always did. Not in the paper; speed.check_option compares
+    each with float32 eager results.
     """
-    # DEVIATION: (imagenet profile, CUDA) bf16 autocast and TF32 compute
-    # with shorter mantissas than the paper's float32 (speed.TOLERANCES).
+    # DEVIATION: (imagenet profile on CUDA; cpu and imagenet profiles on
+    # CPUs with bf16 instructions) bf16 autocast and TF32 compute with
+    # shorter mantissas than the paper's float32 (speed.TOLERANCES).
     bf16: bool | None = False  # bfloat16 autocast
     channels_last: bool | None = False  # NHWC memory layout
     compile: bool | None = False  # torch.compile
@@ -86,9 +88,13 @@ class SpeedConfig:
 
     def resolve(self, device_type: str) -> "SpeedConfig":
         """Every None replaced by the default for ``device_type``."""
-        return SpeedConfig(**{
-            k: device_type == "cuda" if v is None else v
-            for k, v in dataclasses.asdict(self).items()})
+        names = dataclasses.asdict(self)
+        auto = dict.fromkeys(names, device_type == "cuda")
+        if device_type == "cpu" and None in (self.bf16, self.channels_last):
+            from alexnet_lib.speed import cpu_has_native_bf16
+            auto["bf16"] = auto["channels_last"] = cpu_has_native_bf16()
+        return SpeedConfig(**{k: auto[k] if v is None else v
+                              for k, v in names.items()})
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,11 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
              "progress": False}),
     Profile("cpu", "a laptop: about 30 minutes per experiment",
             "2-8 CPU cores", {"epochs": 3, "data__train_subset": 5000,
-                              "data__val_subset": 1000}),
+                              "data__val_subset": 1000,
+                              # bf16 + channels_last where the CPU has
+                              # bf16 instructions (None: by hardware)
+                              "speed__bf16": None,
+                              "speed__channels_last": None}),
     Profile("gpu", "the full experiment on its data set", "one CUDA GPU",
             {"data__num_workers": 8}),
     Profile("imagenet", "the paper's recipe on ILSVRC-2012 (§5)",

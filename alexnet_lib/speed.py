@@ -15,14 +15,20 @@ changes how floats are computed, never the method:
 
 ``SpeedConfig`` (config.py) holds them: off by default, so runs compute
 as they always did; the ``imagenet`` profile sets them to ``None``, "on
-for CUDA, off on the CPU" (bf16 is slow on most CPUs; compiling costs
-minutes there and gains little).
+for CUDA", and the ``cpu`` profile sets bf16 and channels_last to
+``None``: on a CPU these two are on only where the CPU has bfloat16
+instructions (:func:`cpu_has_native_bf16`; elsewhere bf16 is emulated
+and slower than float32). Compiling costs minutes on a CPU and gains
+little, so it stays off there.
 :func:`check_option` compares one option with float32 eager execution
-on a fixed batch, within :data:`TOLERANCES`.
+on a fixed batch, within :data:`TOLERANCES`. :func:`count_flops` counts
+a model's multiply-adds, for throughput as a share of peak FLOP/s.
 """
 from __future__ import annotations
 
 import functools
+import math
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -30,6 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet_lib.config import SpeedConfig
+
+# /proc/cpuinfo flags of bfloat16 dot-product instructions: x86
+# AVX512-BF16 and AMX-BF16, Arm's BF16 extension
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 OPTIONS = ("bf16", "channels_last", "compile", "cudnn_benchmark", "tf32")
 CUDA_ONLY = ("cudnn_benchmark", "tf32")  # no effect on a CPU
@@ -126,3 +136,79 @@ def check_option(make_model: Callable[[], nn.Module], x: torch.Tensor,
     return {"option": option, "device": str(device), "tolerance": tol,
             "logits_rel_err": logits_err, "loss_rel_err": loss_err,
             "ok": logits_err <= tol and loss_err <= tol}
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags (x86 ``flags``, Arm ``Features``); empty
+    where /proc/cpuinfo does not exist (macOS, Windows)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU multiplies bfloat16 in hardware.
+
+    SpeedConfig.resolve asks this for the ``None`` ("where it helps")
+    setting of bf16 and channels_last on a CPU. Without these
+    instructions oneDNN emulates bf16, slower than float32.
+    """
+    return bool(cpu_flags() & set(BF16_FLAGS))
+
+
+def count_flops(model: nn.Module, input_size: int | None = None,
+                ) -> dict:
+    """FLOPs per image of the conv, locally connected and linear layers.
+
+    One multiply-add is 2 FLOPs; a conv layer does (output elements) x
+    (in_channels / groups) x kh x kw of them. Counted from one zero
+    image through forward hooks, in evaluation mode. ``train`` is 3x
+    ``forward``: the forward pass, the input gradient and the weight
+    gradient each cost one forward's multiply-adds (conv1's input
+    gradient, which training skips, included: the usual rule).
+    Elementwise work (ReLU, LRN, pooling, dropout) is not counted.
+    Returns ``{"layers": {name: FLOPs}, "forward": ..., "train": ...}``.
+    """
+    from alexnet_lib.layers import LocallyConnected2d
+    size = input_size or getattr(model, "input_size", None)
+    if size is None:
+        raise ValueError(f"{type(model).__name__} has no input_size: "
+                         f"pass count_flops(model, input_size=...)")
+    layers, hooks = {}, []
+
+    def counter(name):
+        def hook(m, inputs, out):
+            per_image = out[0].numel()  # output elements of one image
+            if isinstance(m, nn.modules.conv._ConvNd):
+                fan_in = (m.in_channels // m.groups
+                          * math.prod(m.kernel_size))
+            elif isinstance(m, nn.Linear):
+                fan_in = m.in_features
+            else:  # LocallyConnected2d: (L, out, C * kh * kw) weights
+                fan_in = m.weight.shape[-1]
+            layers[name] = 2 * per_image * fan_in
+        return hook
+
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear,
+                          LocallyConnected2d)):
+            hooks.append(m.register_forward_hook(counter(name)))
+    param = next(model.parameters())
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=param.device,
+                              dtype=param.dtype))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    forward = sum(layers.values())
+    return {"layers": layers, "forward": forward, "train": 3 * forward}

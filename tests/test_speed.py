@@ -22,14 +22,85 @@ def _batch(size=224, n=2, classes=1000):
     return x, torch.randint(0, classes, (n,), generator=g)
 
 
-def test_off_by_default_and_on_for_cuda_in_the_imagenet_profile():
+def test_off_by_default_and_on_for_cuda_in_the_imagenet_profile(
+        monkeypatch):
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: False)
     off, on = SpeedConfig(*[False] * 5), SpeedConfig(*[True] * 5)
     assert SpeedConfig() == off and SpeedConfig().resolve("cuda") == off
     auto = apply_profile(TrainConfig(), "imagenet").speed
     assert auto.resolve("cuda") == on and auto.resolve("cpu") == off
+    assert auto.resolve("mps") == off
     mixed = SpeedConfig(None, None, False, None, None).resolve("cuda")
     assert speed.enabled(mixed) == ["bf16", "channels_last",
                                     "cudnn_benchmark", "tf32"]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_profile_uses_bf16_only_where_the_cpu_has_it(monkeypatch,
+                                                         native):
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: native)
+    opts = apply_profile(TrainConfig(), "cpu").speed
+    assert (opts.bf16, opts.channels_last) == (None, None)
+    assert opts.resolve("cpu") == SpeedConfig(bf16=native,
+                                              channels_last=native)
+    assert opts.resolve("cuda") == SpeedConfig(bf16=True,
+                                               channels_last=True)
+    # the ci profile, whose outputs the notebooks compare, stays fp32
+    assert apply_profile(TrainConfig(), "ci").speed.resolve("cpu") == \
+        SpeedConfig()
+    # an explicit setting wins over the hardware
+    assert SpeedConfig(bf16=False, channels_last=None).resolve("cpu") == \
+        SpeedConfig(channels_last=native)
+    model = speed.apply_speed(create_model("alexnet_cifar"), opts, "cpu")
+    assert model.conv1.weight.is_contiguous(
+        memory_format=torch.channels_last) == native
+    # bf16: the instance's forward is wrapped in autocast
+    assert hasattr(model.forward, "__wrapped__") == native
+
+
+def test_cpu_bf16_keeps_the_proxy_within_tolerance():
+    # the check behind the cpu profile's bf16 + channels_last
+    for option in ("bf16", "channels_last"):
+        result = speed.check_option(lambda: create_model("alexnet_cifar"),
+                                    *_batch(27, 8, 10), option)
+        assert result["ok"], result
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path, monkeypatch):
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f "
+                   "avx512_bf16 amx_tile\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd sve\n")
+    assert speed.cpu_flags(x86) == {"fpu", "sse2", "avx512f",
+                                    "avx512_bf16", "amx_tile"}
+    assert speed.cpu_flags(arm) == {"fp", "asimd", "sve"}
+    assert speed.cpu_flags(tmp_path / "missing") == set()
+    monkeypatch.setattr(speed, "cpu_flags", lambda: {"avx2", "fma"})
+    assert not speed.cpu_has_native_bf16()
+    monkeypatch.setattr(speed, "cpu_flags", lambda: {"asimd", "bf16"})
+    assert speed.cpu_has_native_bf16()
+
+
+def test_count_flops_on_known_layers():
+    from torch import nn
+    paper = speed.count_flops(create_model("alexnet"))
+    # conv1: 55 x 55 outputs x 96 maps, each 11 x 11 x 3 multiply-adds
+    assert paper["layers"]["conv1"] == 2 * 55 * 55 * 96 * 11 * 11 * 3
+    # conv2 sees only its own GPU's 48 maps (groups=2)
+    assert paper["layers"]["conv2"] == 2 * 27 * 27 * 256 * 48 * 5 * 5
+    assert paper["layers"]["fc6"] == 2 * 9216 * 4096
+    assert paper["forward"] == 2 * 724_406_816
+    assert paper["train"] == 3 * paper["forward"]
+    # torchvision's alexnet: 714.2M multiply-adds (the published count)
+    import torchvision
+    tv = speed.count_flops(torchvision.models.alexnet(), input_size=224)
+    assert tv["forward"] == 2 * 714_188_480
+    local = speed.count_flops(create_model("cifar_11pct"))
+    assert local["layers"]["local3"] == 2 * 6 * 6 * 64 * 64 * 3 * 3
+    with pytest.raises(ValueError, match="has no input_size: pass "
+                       r"count_flops\(model, input_size=...\)"):
+        speed.count_flops(nn.Sequential(nn.Conv2d(3, 4, 3)))
 
 
 def test_cli_flags_set_the_options():
