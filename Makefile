@@ -72,3 +72,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf _build .pytest_cache book/vendor
+
+# The GPU check in one call on a CUDA machine (<= 9 minutes, output in
+# $OUT or runs/gpu_check/); DRY=1 walks every step at toy size on a CPU.
+.PHONY: gpu-check
+gpu-check:
+	bash benchmarks/gpu_check.sh $(if $(DRY),--dry-run)

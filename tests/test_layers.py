@@ -267,3 +267,23 @@ def test_locally_connected_gradcheck_and_bad_input():
         layer(torch.randn(1, 2, 5, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match="does not fit"):
         LocallyConnected2d(2, 3, 2, 5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lrn_on_cuda_equals_the_cpu_kernel(dtype):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device: the GPU path of the layer")
+    torch.manual_seed(8)
+    x = (torch.relu(torch.randn(4, 96, 13, 13)) * 30).to(dtype)
+    g = torch.randn(4, 96, 13, 13).to(dtype)
+
+    def lrn(t):
+        return local_response_norm(t, groups=2)
+    cpu = _forward_backward(lrn, x, g)
+    gpu = _forward_backward(lrn, x.cuda(), g.cuda())
+    tol = 1e-5 if dtype == torch.float32 else 2 ** -7
+    for want, got in zip(cpu, gpu):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.cpu().float(), want.float(),
+                                   rtol=tol, atol=tol * want.abs().max())

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The CPU speed records, in one go, on a quiet machine (nothing else
+# running: the rows are compared with each other). About 15 minutes on
+# 2 cores. Writes results/benchmarks/*.json; PYTHON picks the
+# interpreter (default .venv/bin/python).
+set -eu
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+R=results/benchmarks
+# peak FLOP/s, each model's share of it, LRN's share of a step, LRN alone
+"$PY" benchmarks/bench_roofline.py --json "$R/roofline_cpu.json"
+# the same with 2 MiB pages for large tensors (THP_MEM_ALLOC_ENABLE=1)
+"$PY" benchmarks/bench_roofline.py --huge-pages \
+    --json "$R/roofline_cpu_huge_pages.json"
+# paper AlexNet with and without LRN, torchvision's, LRN vs torch's
+"$PY" benchmarks/bench_alexnet_cpu.py --json "$R/alexnet_cpu.json"
+# the CIFAR proxy end to end (in-memory data, tensor augmentation)
+"$PY" benchmarks/bench_cifar_pipeline.py --crop 27 --model alexnet_cifar \
+    --json "$R/cifar_pipeline_alexnet_cifar.json"
+# one seeded proxy arm in float32 and in bf16 + channels_last
+"$PY" benchmarks/bench_bf16_proxy.py --json "$R/bf16_proxy.json"
