@@ -115,8 +115,8 @@ def start(chapter: str, needs: Iterable[str] = ()) -> Chapter:
         try:
             data[name] = find_dataset(name, profile=profile)
         except DataError as err:
-            _stop_later_cells(f"{chapter} stopped in its first cell: "
-                              f"{_first_line(err)}")
+            _stop_later_cells(f"{chapter} stopped in its first cell "
+                              f"({_first_line(err)}); see there")
             raise ChapterStopped(
                 f"{err}\nThe chapter stops here; run this cell again "
                 f"once the data is in place.") from None
@@ -162,7 +162,8 @@ def format_mean_std(values: Sequence[float], scale: float = 100, *,
 
 
 def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0]
+    """'CIFAR-10 not found' from 'CIFAR-10 not found: looked for ...'."""
+    return str(err).strip().splitlines()[0].split(":")[0]
 
 
 def _display(bundle: dict, new_id: bool = False):
