@@ -6,13 +6,16 @@ global step, every RNG state, the run's config and the model's name and
 options. It is written to a temporary file in the same folder, flushed,
 fsync'ed and renamed over the old one (``os.replace`` is atomic), so a
 crash mid-write leaves the last good checkpoint in place. The one it
-replaces is kept as ``<name>.prev.pt``.
+replaces is kept as ``<name>.prev.pt``. A full disk is named as such,
+and the last good checkpoint stays.
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -46,6 +49,24 @@ class NotACheckpointError(CheckpointError):
 
 class ArchitectureMismatchError(CheckpointError):
     pass
+
+
+class DiskFullError(CheckpointError, OSError):
+    pass
+
+
+def _disk_full(error: BaseException, folder: Path) -> bool:
+    # torch.save reports a failed write as "enforce fail at
+    # inline_container.cc"; the OSError it hides is in the chain.
+    seen = error
+    while seen is not None:
+        if getattr(seen, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False
 
 
 def previous_path(path: str | os.PathLike) -> Path:
@@ -107,10 +128,20 @@ def save_checkpoint(path: str | os.PathLike, **state: Any) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except (OSError, RuntimeError) as e:
+            if not _disk_full(e, path.parent):
+                raise
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"no space left on the device holding {path.parent} "
+                f"while writing checkpoint {path.name}: free some space "
+                f"(or pass another --out) and run the same command "
+                f"again; the last good checkpoint was kept") from e
         if path.exists():  # keep the last good one beside the new one
             prev = previous_path(path)
             link = prev.with_name(prev.name + ".tmp")
@@ -136,10 +167,14 @@ def save_checkpoint(path: str | os.PathLike, **state: Any) -> Path:
 
 
 def _previous_hint(path: Path) -> str:
+    # Never advise deleting anything: a run folder's history is kept.
     prev = previous_path(path)
     if prev.is_file():
-        return f"the previous good one is {prev}"
-    return "no previous checkpoint was kept beside it"
+        return (f"resume from the previous one with --resume {prev} "
+                f"(a run in that folder does so by itself)")
+    return ("no previous checkpoint was kept beside it; point --resume "
+            "at another checkpoint, or start again with --no-resume "
+            "(the old run's files are moved to old-runs/, not deleted)")
 
 
 def _read(path: Path, map_location: Any) -> dict[str, Any]:
@@ -150,8 +185,7 @@ def _read(path: Path, map_location: Any) -> dict[str, Any]:
     with open(path, "rb") as f:
         head = f.read(4)
     unreadable = (f"checkpoint {path} is unreadable (truncated or "
-                  f"corrupt): delete it or point --resume elsewhere; "
-                  f"{_previous_hint(path)}")
+                  f"corrupt): {_previous_hint(path)}")
     if head and head != b"PK\x03\x04":  # torch.save writes a zip file
         raise NotACheckpointError(
             f"{path} is not a checkpoint (not a file written by "
@@ -219,6 +253,16 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
     process's RNGs as they were at saving. Returns the checkpoint dict.
     """
     path = Path(path)
+    ckpt = read_checkpoint(path, map_location)
+    return restore(ckpt, path, model, optimizer, schedule,
+                   model_name=model_name, model_options=model_options,
+                   restore_rng=restore_rng)
+
+
+def read_checkpoint(path: str | os.PathLike,
+                    map_location: Any = "cpu") -> dict[str, Any]:
+    """The checkpoint dict at ``path``, checked to be ours; no restore."""
+    path = Path(path)
     ckpt = _read(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         kind = "a bare state dict" if isinstance(ckpt, dict) else \
@@ -227,6 +271,16 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
             f"{path} is not an alexnet_lib checkpoint (it holds {kind}); "
             f"to use plain weights call model.load_state_dict("
             f"torch.load(path, weights_only=True))")
+    return ckpt
+
+
+def restore(ckpt: dict[str, Any], path: str | os.PathLike,
+            model: nn.Module | None = None, optimizer: Any = None,
+            schedule: Any = None, *, model_name: str | None = None,
+            model_options: dict | None = None,
+            restore_rng: bool = False) -> dict[str, Any]:
+    """Put what :func:`read_checkpoint` gave into the objects."""
+    path = Path(path)
     check_architecture(ckpt, path, model, model_name, model_options)
     if model is not None:
         unwrap(model).load_state_dict(ckpt["model"])

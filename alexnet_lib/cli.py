@@ -26,8 +26,7 @@ import sys
 from typing import Any, Sequence
 
 from alexnet_lib.config import (DATA_FORMATS, PROFILE_ENV, PROFILES,
-                                ConfigError, TrainConfig, apply_profile,
-                                validate)
+                                ConfigError, TrainConfig, apply_profile)
 
 # flag dest -> TrainConfig field (``replace`` syntax); applied if given.
 OVERRIDES = {
@@ -42,6 +41,7 @@ OVERRIDES = {
     "weight_decay": "optim__weight_decay",
     "update_rule": "optim__update_rule", "patience": "optim__plateau_patience",
     "decode": "data__decode", "data_format": "data__format",
+    "on_corrupt": "data__on_corrupt",
     "val_data": "data__val_root", "bf16": "speed__bf16",
     "channels_last": "speed__channels_last", "compile": "speed__compile",
     "cudnn_benchmark": "speed__cudnn_benchmark", "tf32": "speed__tf32",
@@ -122,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--out", metavar="DIR", help="run folder for checkpoint.pt, "
       "config.json, env.json and metrics.jsonl (default runs/alexnet)")
     a("--no-resume", action="store_true", help="start afresh even if "
-      "the run folder holds a checkpoint")
+      "the run folder holds a checkpoint (its files are moved to "
+      "DIR/old-runs/, never deleted)")
+    a("--allow-change", metavar="NAMES", help="comma-separated settings "
+      "a resume may change on purpose, of lr, momentum, weight-decay, "
+      "patience, data, val-data, batch-size (a resume refuses any "
+      "other change)")
     a("--resume", metavar="CHECKPOINT", help="resume from this "
       "checkpoint file instead of DIR/checkpoint.pt")
     a("--checkpoint-every", type=int, metavar="N", help="also save a "
@@ -151,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
       "decodes and augments each image in a worker; batched: workers "
       "only read files, the device (GPU if used) decodes and augments "
       "whole batches, giving the same images (default pil)")
+    a("--on-corrupt", choices=["skip", "stop"], help="an image that "
+      "cannot be read: skip it (named, counted in metrics.jsonl) or "
+      "stop the run (default skip)")
     for name, text in SPEED_HELP.items():
         a(f"--{name}", action=argparse.BooleanOptionalAction,
           help=f"{text}; not in the paper (default: on for CUDA with "
@@ -244,8 +252,13 @@ def _prepare_shards(args: argparse.Namespace) -> int:
     return 0
 
 
+# flags that only ImageNet-format input reads
+IMAGENET_ONLY = ("resize", "decode", "data_format", "val_data")
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig a ``train`` command line asks for, validated."""
+    from alexnet_lib.preflight import check_config
     cfg = apply_profile(TrainConfig(model=args.model), args.profile)
     changes = {field: getattr(args, dest) for dest, field in
                OVERRIDES.items() if getattr(args, dest) is not None}
@@ -256,6 +269,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.no_progress:
         changes["progress"] = False
     cfg = cfg.replace(**changes)
+    ignored = [f"--{dest.replace('_', '-')}" for dest in IMAGENET_ONLY
+               if getattr(args, dest) is not None]
+    if cfg.data.dataset == "cifar10" and ignored:
+        raise ConfigError(f"{', '.join(ignored)} only apply to --dataset "
+                          f"imagenet, not cifar10: leave them out")
     from alexnet_lib.models import list_models
     if cfg.model not in list_models():
         raise ConfigError(f"unknown model {cfg.model!r}; choose one of "
@@ -265,7 +283,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise ConfigError(f"data folder {cfg.data.root} does not exist: "
                           f"pass --data with the folder that holds the "
                           f"data set, or set ALEXNET_DATA")
-    return validate(cfg)
+    return check_config(cfg)
+
+
+def _allowed(args: argparse.Namespace) -> tuple[str, ...]:
+    names = (args.allow_change or "").replace(" ", "").split(",")
+    return tuple(n for n in names if n)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -273,7 +296,8 @@ def _train(args: argparse.Namespace) -> int:
     from alexnet_lib.train import fit
     cfg = config_from_args(args)
     with stop_on(signal.SIGTERM, signal.SIGINT) as stop:
-        results = fit(cfg, resume_from=args.resume)
+        results = fit(cfg, resume_from=args.resume,
+                      allow_changes=_allowed(args))
     main = results["world_size"] == 1 or os.environ.get("RANK", "0") == "0"
     if results["stopped"] == "signal":
         if main:
@@ -286,7 +310,9 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{cfg.model}: val top-1 error {results['val_top1_error']:.4f}"
               f", top-5 error {results['val_top5_error']:.4f} after "
               f"{results['global_step']} updates (stopped: "
-              f"{results['stopped']}); run folder {results['out_dir']}")
+              f"{results['stopped']}); {results['skipped_images']} "
+              f"unreadable images skipped; run folder "
+              f"{results['out_dir']}")
     return 0
 
 

@@ -6,14 +6,24 @@ SIGINT. The handler here only sets a flag, so a checkpoint being
 written is never cut short. ``fit`` asks :meth:`StopFlag.agreed`
 between updates; every process answers the same, so all ranks stop
 after the same update and save one consistent checkpoint.
+
+Slurm, ``timeout`` and torchrun signal a whole process group, so the
+data-loading workers get the signal too and would die before the
+trainer saves. Processes started inside :func:`shield_children` (the
+DataLoader workers) never see SIGINT or SIGTERM: the trainer alone
+decides when to stop, saves, then shuts its workers down
+(:func:`stop_shielded_children`).
 """
 from __future__ import annotations
 
 import contextlib
+import gc
+import multiprocessing
 import signal
 import sys
 import threading
-from typing import Iterable, Iterator
+import weakref
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -51,6 +61,62 @@ class StopFlag:
                                device=device)
             self._agreed = all_reduce_sum(hit).item() > 0
         return self._agreed
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_SHIELDED: "weakref.WeakSet" = weakref.WeakSet()  # children started so
+
+
+@contextlib.contextmanager
+def shield_children() -> Iterator[None]:
+    """Children forked or spawned inside never receive SIGINT/SIGTERM.
+
+    The signals are blocked in this thread while inside; a child
+    inherits the blocked mask (across exec too) and keeps it, so a
+    signal to the process group stays pending in the workers forever.
+    This process gets any signal that arrived when the block ends.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    before = set(multiprocessing.active_children())
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _SHIELDED.update(set(multiprocessing.active_children()) - before)
+
+
+def stop_shielded_children(timeout: float = 5.0) -> None:
+    """End the shielded children that are still alive.
+
+    They ignore SIGTERM, which is what ``Process.terminate`` (and
+    multiprocessing's clean-up at exit) sends, so a worker left running
+    would make the program wait forever when it exits. Loaders nobody
+    holds any more shut their workers down when collected; the rest
+    get SIGKILL.
+    """
+    gc.collect()  # a dropped DataLoader iterator stops its workers
+    for child in list(_SHIELDED):
+        child.join(timeout)
+        if child.is_alive():
+            child.kill()
+            child.join(timeout)
+
+
+class Shielded:
+    """``loader`` whose worker processes are started shielded."""
+
+    def __init__(self, loader: Iterable) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        with shield_children():
+            return iter(self.loader)
 
 
 STOP = StopFlag()  # one per process: signal handlers are process-wide
@@ -92,8 +158,11 @@ def stop_on(*signums: int) -> Iterator[StopFlag]:
 
 
 def until_stopped(loader: Iterable, flag: StopFlag,
-                  device: torch.device | str = "cpu") -> Iterable:
-    """``loader``'s batches, ending early once ``flag.agreed()``.
+                  device: torch.device | str = "cpu",
+                  due: Callable[[], bool] | None = None) -> Iterable:
+    """``loader``'s batches, ending early once ``flag.agreed()``, or
+    once ``due()`` says a timed checkpoint is due (its workers are
+    started shielded: see :func:`shield_children`).
 
     The check comes before each batch is fetched, so the update in
     progress when the signal arrives is finished and nothing is lost.
@@ -104,11 +173,12 @@ def until_stopped(loader: Iterable, flag: StopFlag,
             # iter() now, not lazily: train_one_epoch makes the iterator
             # inside fork_rng so a DataLoader's seed draw leaves the
             # dropout RNG alone, and that must stay true through us.
-            return self._batches(iter(loader))
+            with shield_children():
+                return self._batches(iter(loader))
 
         @staticmethod
         def _batches(batches):
-            while not flag.agreed(device):
+            while not flag.agreed(device) and not (due and due()):
                 try:
                     yield next(batches)
                 except StopIteration:

@@ -5,9 +5,14 @@
 folder (``cfg.out_dir``) holds checkpoint.pt, config.json, env.json and
 metrics.jsonl; a later ``fit`` with the same folder resumes exactly where
 the last one stopped (same batches, same dropout masks, same weights).
-SIGTERM ends a run cleanly: after the update in progress, a checkpoint
-(mid-epoch position included) is saved and ``fit`` returns with
-``stopped == "signal"``.
+One run owns the folder at a time (runlog.RunLock), a resume must keep
+the settings that decide the updates (resume.check_settings), and no
+earlier run's files are ever deleted (resume.choose_source).
+SIGTERM ends a run cleanly, even when the whole process group gets it:
+after the update in progress, a checkpoint (mid-epoch position
+included) is saved and ``fit`` returns with ``stopped == "signal"``.
+Besides epoch ends and ``checkpoint_every``, a checkpoint is saved
+every CHECKPOINT_MINUTES, so a preempted long epoch loses little.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import json
 import math
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -24,12 +30,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from alexnet_lib import runlog
-from alexnet_lib.checkpoint import (CheckpointError, load_checkpoint,
-                                    rng_state, save_checkpoint)
-from alexnet_lib.config import ConfigError, TrainConfig, validate
+from alexnet_lib import preflight, resume, runlog
+from alexnet_lib.checkpoint import (check_architecture, read_checkpoint,
+                                    restore, rng_state, save_checkpoint)
+from alexnet_lib.config import ConfigError, TrainConfig
 from alexnet_lib.data import build_loaders, build_ten_crop_loader
 from alexnet_lib.distributed import (all_gather_object, all_reduce_sum,
                                      barrier, cleanup, init_distributed,
@@ -37,8 +44,12 @@ from alexnet_lib.distributed import (all_gather_object, all_reduce_sum,
 from alexnet_lib.evaluate import evaluate
 from alexnet_lib.models import create_model
 from alexnet_lib.optim import PlateauSchedule, build_optimizer
-from alexnet_lib.signals import StopFlag, stop_on, until_stopped
+from alexnet_lib.signals import (Shielded, StopFlag, shield_children,
+                                 stop_on, stop_shielded_children,
+                                 until_stopped)
 from alexnet_lib.speed import apply_speed
+
+CHECKPOINT_MINUTES = 30.0  # also save mid-epoch after this long
 
 
 class TrainingDivergedError(RuntimeError):
@@ -141,39 +152,140 @@ def _plain_options(options: dict) -> dict:
     return json.loads(json.dumps(options))
 
 
+class _Timer:
+    """True once CHECKPOINT_MINUTES passed since the last save, on every
+    rank at the same step (rank 0's clock decides)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.fired = device, False
+        self.reset()
+
+    def reset(self) -> None:
+        self.last, self.fired = time.monotonic(), False
+
+    def __call__(self) -> bool:
+        late = is_main() and (time.monotonic() - self.last
+                              >= CHECKPOINT_MINUTES * 60)
+        if is_initialized():
+            late = all_reduce_sum(torch.tensor(
+                [float(late)], device=self.device)).item() > 0
+        self.fired = bool(late)
+        return self.fired
+
+
 def _save(path: Path, cfg: TrainConfig, model, optimizer, schedule,
-          epoch: int, step_in_epoch: int, global_step: int) -> None:
-    """Every rank's RNG state goes in; rank 0 writes the file."""
+          epoch: int, step_in_epoch: int, global_step: int,
+          run: dict[str, Any]) -> None:
+    """Every rank's RNG state goes in; rank 0 writes the file.
+
+    ``run``: run_id, segment, and the metrics log whose unwritten rows
+    travel in the checkpoint.
+    """
     rngs = all_gather_object(rng_state())
     if is_main():
+        log = run["metrics"]
+        log.flush()
         save_checkpoint(path, model=model, optimizer=optimizer,
                         schedule=schedule, epoch=epoch,
                         step_in_epoch=step_in_epoch,
                         global_step=global_step, rng=rngs,
                         config=cfg.to_dict(), model_name=cfg.model,
-                        model_options=_plain_options(cfg.model_options))
+                        model_options=_plain_options(cfg.model_options),
+                        run_id=run["run_id"], segment=run["segment"],
+                        pending_metrics=list(log.pending))
     barrier()
 
 
-def fit(cfg: TrainConfig, resume_from: str | Path | None = None) -> dict:
+def fit(cfg: TrainConfig, resume_from: str | Path | None = None,
+        allow_changes: tuple[str, ...] = ()) -> dict:
     """Train ``cfg.model`` on ``cfg.data`` as §5 describes; see module doc.
 
     ``resume_from``: a checkpoint to continue from instead of
     ``cfg.out_dir/checkpoint.pt`` (used only when ``cfg.resume``).
+    ``allow_changes``: settings a resume may change (resume.ALLOWABLE).
     """
     with stop_on(signal.SIGTERM) as stop:  # the CLI adds SIGINT
-        return _fit(cfg, resume_from, stop)
+        cfg = preflight.check_config(cfg)
+        owns_group = not is_initialized()
+        dist = init_distributed(cfg.device)
+        lock, loaders = None, []
+        try:
+            lock, source, ckpt, changed = _claim_folder(
+                cfg, resume_from, allow_changes, dist.rank == 0)
+            return _fit(cfg, dist, stop, source, ckpt, changed, loaders)
+        finally:
+            _close(loaders)
+            stop_shielded_children()  # nothing may outlive the run
+            if lock is not None:
+                lock.release()
+            if owns_group:
+                cleanup()
 
 
-def _fit(cfg: TrainConfig, resume_from, stop: StopFlag) -> dict:
-    cfg = validate(cfg)
+def _claim_folder(cfg: TrainConfig, resume_from, allow, main: bool):
+    """Before any data: rank 0 takes the run folder, picks the checkpoint
+    and checks the settings; every rank learns the outcome."""
+    out, lock = Path(cfg.out_dir), None
+    outcome: tuple = ("ok", None, [])
+    ckpt = None
+    if main:
+        try:
+            preflight.check_folder(out)
+            preflight.check_cache()
+            lock = runlog.RunLock(out).acquire()
+            runlog.remove_stale_temps(out)
+            source, ckpt = resume.choose_source(out, cfg.resume,
+                                                resume_from)
+            changed = []
+            if ckpt is not None:
+                check_architecture(ckpt, source, None, cfg.model,
+                                   _plain_options(cfg.model_options))
+                changed = resume.check_settings(
+                    ckpt.get("config"), cfg, source, allow,
+                    ckpt["step_in_epoch"])
+            outcome = ("ok", source and str(source), changed)
+        except Exception as e:
+            if lock is not None:
+                lock.release()
+            if not is_initialized():
+                raise
+            all_gather_object(("error", type(e).__name__, str(e)))
+            raise
+    outcome = all_gather_object(outcome)[0]
+    if outcome[0] == "error":  # rank 0 raised it; stop here alike
+        raise ConfigError(f"rank 0: {outcome[2]}")
+    source = Path(outcome[1]) if outcome[1] else None
+    if source is not None and ckpt is None:
+        ckpt = read_checkpoint(source)
+    return lock, source, ckpt, outcome[2]
+
+
+def _close(loaders: list) -> None:
+    """Stop the workers of persistent DataLoaders inside ``loaders``, as
+    a DataLoader does when its iterator is dropped. Left to the end of
+    the program, multiprocessing would SIGTERM them, which shielded
+    workers ignore (signals.stop_shielded_children)."""
+    for loader in loaders:
+        while loader is not None and not isinstance(loader, DataLoader):
+            loader = getattr(loader, "loader", None)
+        if loader is not None and loader._iterator is not None:
+            loader._iterator._shutdown_workers()
+            loader._iterator = None
+
+
+def _fit(cfg: TrainConfig, dist, stop: StopFlag, source: Path | None,
+         ckpt: dict | None, changed: list[str], loaders: list) -> dict:
     wall_start = time.perf_counter()
-    owns_group = not is_initialized()
-    dist = init_distributed(cfg.device)
     rank, world, device = dist.rank, dist.world_size, dist.device
     seed_everything(cfg.seed)
-    train_loader, val_loader, info = build_loaders(cfg, rank, world,
-                                                   device=device)
+    # Workers started here (mean image, loaders) ignore stop signals;
+    # preparing the data must not move the RNG the weights come from,
+    # or a run with a cold cache would differ from one with a warm one.
+    with shield_children(), torch.random.fork_rng(devices=[]):
+        train_loader, val_loader, info = build_loaders(cfg, rank, world,
+                                                       device=device)
+    loaders += [train_loader, val_loader]
+    val_loader = Shielded(val_loader)
     try:
         model = create_model(cfg.model, num_classes=info["num_classes"],
                              **cfg.model_options).to(device)
@@ -198,36 +310,46 @@ def _fit(cfg: TrainConfig, resume_from, stop: StopFlag) -> dict:
 
     out = Path(cfg.out_dir)
     ckpt_path = out / runlog.CHECKPOINT_FILE
-    source = Path(resume_from) if resume_from else ckpt_path
-    resumed = cfg.resume and (resume_from is not None or source.is_file())
+    resumed = source is not None
     epoch = step_in_epoch = global_step = 0
     if resumed:
-        ckpt = load_checkpoint(
-            source, model, optimizer, schedule, model_name=cfg.model,
-            model_options=_plain_options(cfg.model_options),
-            restore_rng=True)
-        rule = ckpt.get("config", {}).get("optim", {}).get("update_rule")
-        if rule not in (None, cfg.optim.update_rule):
-            raise CheckpointError(
-                f"checkpoint {source} was trained with update rule "
-                f"{rule!r}, this run asks for {cfg.optim.update_rule!r}: "
-                f"use the same --update-rule or --no-resume")
+        restore(ckpt, source, model, optimizer, schedule,
+                model_name=cfg.model,
+                model_options=_plain_options(cfg.model_options),
+                restore_rng=True)
+        resume.apply_allowed(changed, cfg, optimizer, schedule)
         epoch, step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
         global_step = ckpt["global_step"]
+    run_id, segment = resume.run_identity(out, ckpt)
     main = rank == 0
+    metrics = runlog.MetricsLog(out / runlog.METRICS_FILE)
     if main:
         runlog.write_config(out, cfg)
         runlog.write_env(out, cfg, device, world)
-        metrics_path = runlog.start_metrics(out, append=resumed)
+        logged = runlog.read_metrics(out)  # rows a crash left unwritten
+        metrics.pending = [r for r in (ckpt or {}).get(
+            "pending_metrics", []) if r not in logged]
+        metrics.flush()
+    run = {"run_id": run_id, "segment": segment, "metrics": metrics}
+    ckpt = None  # the weights are in the model now: free the memory
     history: list[dict[str, Any]] = []
+    skipped = info["corrupt_files"]
 
     def log(record: dict[str, Any]) -> None:
-        record["wall_time_s"] = time.perf_counter() - wall_start
+        record.update(run_id=run_id, segment=segment,
+                      skipped_images=len(skipped()),
+                      wall_time_s=time.perf_counter() - wall_start)
         history.append(record)
         if main:
-            runlog.log_metrics(metrics_path, record)
+            metrics.append(record)
+
+    def save(at_epoch: int, at_step: int) -> None:
+        _save(ckpt_path, cfg, model, optimizer, schedule, at_epoch,
+              at_step, global_step, run)
+        timer.reset()
 
     val = None
+    timer = _Timer(device)
     limit = cfg.max_steps if cfg.max_steps is not None else math.inf
     while (epoch < cfg.epochs and global_step < limit
            and not schedule.finished and not stop.agreed(device)):
@@ -245,19 +367,18 @@ def _fit(cfg: TrainConfig, resume_from, stop: StopFlag) -> dict:
                 todo = min(todo, every - global_step % every)
             train_loader.set_epoch(epoch, start_step=step_in_epoch)
             part = train_one_epoch(model, until_stopped(
-                                       train_loader, stop, device),
+                                       train_loader, stop, device, timer),
                                    optimizer, device,
                                    max_updates=int(todo),
                                    first_step=global_step + 1, bar=bar)
-            if part["steps"] < todo and not stop.stopped:
+            if part["steps"] < todo and not (stop.stopped or timer.fired):
                 raise RuntimeError(f"the training loader gave fewer "
                                    f"batches than its len(), {n_batches}")
             parts.append(part)
             step_in_epoch += part["steps"]
             global_step += part["steps"]
             if step_in_epoch < n_batches:
-                _save(ckpt_path, cfg, model, optimizer, schedule, epoch,
-                      step_in_epoch, global_step)
+                save(epoch, step_in_epoch)
         bar.close()
         train = _merge(parts)
         record = {"kind": "epoch", "epoch": epoch, "step": global_step,
@@ -272,8 +393,7 @@ def _fit(cfg: TrainConfig, resume_from, stop: StopFlag) -> dict:
         val = evaluate(model, val_loader, device, sharded=False)
         schedule.step(val["top1_error"])  # §5: ÷10 on a plateau
         epoch, step_in_epoch = epoch + 1, 0
-        _save(ckpt_path, cfg, model, optimizer, schedule, epoch, 0,
-              global_step)
+        save(epoch, 0)
         log(dict(record, val_top1_error=val["top1_error"],
                  val_top5_error=val["top5_error"], val_loss=val["loss"],
                  lr_drops=schedule.drops))
@@ -293,7 +413,9 @@ def _fit(cfg: TrainConfig, resume_from, stop: StopFlag) -> dict:
     ten = None
     # §4.1: average the softmax over ten patches
     if cfg.ten_crop and not stop.stopped:
-        ten = evaluate(model, build_ten_crop_loader(cfg), device,
+        with shield_children(), torch.random.fork_rng(devices=[]):
+            ten_loader = build_ten_crop_loader(cfg)
+        ten = evaluate(model, Shielded(ten_loader), device,
                        ten_crop=True, sharded=False)
         log({"kind": "ten_crop", "epoch": epoch, "step": global_step,
              "top1_error": ten["top1_error"],
@@ -311,8 +433,10 @@ def _fit(cfg: TrainConfig, resume_from, stop: StopFlag) -> dict:
         "val_top5_error": val["top5_error"], "val_loss": val["loss"],
         "ten_crop": ten, "history": history, "out_dir": str(out),
         "checkpoint": str(ckpt_path), "world_size": world,
-        "device": str(device),
+        "device": str(device), "run_id": run_id, "segment": segment,
+        "skipped_images": len(skipped()),
         "wall_time_s": time.perf_counter() - wall_start}
-    if owns_group:
-        cleanup()
+    if main and not metrics.flush():
+        print("warning: these metrics rows could not be written: "
+              + json.dumps(metrics.pending, default=str), file=sys.stderr)
     return results

@@ -103,9 +103,11 @@ def test_truncated_checkpoint_names_the_previous_good_one(tmp_path):
     with pytest.raises(CorruptCheckpointError) as e:
         load_checkpoint(path)
     prev = tmp_path / "checkpoint.prev.pt"
+    # the advice never loses data: no "delete it"
     assert str(e.value) == (
-        f"checkpoint {path} is unreadable (truncated or corrupt): delete "
-        f"it or point --resume elsewhere; the previous good one is {prev}")
+        f"checkpoint {path} is unreadable (truncated or corrupt): resume "
+        f"from the previous one with --resume {prev} (a run in that "
+        f"folder does so by itself)")
     assert load_checkpoint(prev)["epoch"] == 1
     path.write_bytes(b"")  # a crash that left an empty file
     with pytest.raises(CorruptCheckpointError, match="truncated or corrupt"):

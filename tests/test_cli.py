@@ -139,9 +139,12 @@ def test_unusable_checkpoint_is_a_user_error(cifar_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err == (f"error: checkpoint {tmp_path / 'checkpoint.pt'} is "
-                   f"unreadable (truncated or corrupt): delete it or point "
-                   f"--resume elsewhere; no previous checkpoint was kept "
-                   f"beside it\n")
+                   f"unreadable (truncated or corrupt): no previous "
+                   f"checkpoint was kept beside it; point --resume at "
+                   f"another checkpoint, or start again with --no-resume "
+                   f"(the old run's files are moved to old-runs/, not "
+                   f"deleted)\n")
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"PK\x03\x04 cut short"
 
 
 def test_bad_model_option_and_divergence_exit_cleanly(cifar_dir, tmp_path,
