@@ -51,7 +51,7 @@ class ArchitectureMismatchError(CheckpointError):
     pass
 
 
-class DiskFullError(CheckpointError, OSError):
+class DiskFullError(CheckpointError):
     pass
 
 
@@ -137,7 +137,6 @@ def save_checkpoint(path: str | os.PathLike, **state: Any) -> Path:
             if not _disk_full(e, path.parent):
                 raise
             raise DiskFullError(
-                errno.ENOSPC,
                 f"no space left on the device holding {path.parent} "
                 f"while writing checkpoint {path.name}: free some space "
                 f"(or pass another --out) and run the same command "

@@ -80,11 +80,13 @@ def check_settings(stored: dict[str, Any] | None, cfg: TrainConfig,
     fix = ("use the checkpoint's values, or start a new run with "
            "--no-resume (the old run is moved to old-runs/) or another "
            "--out")
-    if all(d[0] in ALLOWABLE for d in refused):
+    allowable = [n for n in ALLOWABLE
+                 if not (n == "batch-size" and step_in_epoch)]
+    if all(d[0] in allowable for d in refused):
         names = ",".join(d[0] for d in diffs)
         fix += f"; to change them on purpose add --allow-change {names}"
-    if any(d[0] == "batch-size" for d in refused) and step_in_epoch:
-        fix += " (the batch size only at an epoch's end)"
+    elif any(d[0] == "batch-size" for d in refused) and step_in_epoch:
+        fix += "; the batch size can change only at an epoch's end"
     raise SettingsChangedError(
         f"cannot resume from {source}: this run differs from it in "
         f"{listed}: {fix}")

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from alexnet_lib.config import TrainConfig
+from alexnet_lib.config import ConfigError, TrainConfig
 from alexnet_lib.sysinfo import cpu_name, environment
 
 CONFIG_FILE = "config.json"
@@ -75,7 +75,7 @@ def write_env(out_dir: Path, cfg: TrainConfig, device: torch.device,
     return env
 
 
-class RunFolderBusyError(RuntimeError):
+class RunFolderBusyError(ConfigError):
     """Another live process holds the run folder."""
 
 

@@ -178,7 +178,12 @@ def until_stopped(loader: Iterable, flag: StopFlag,
 
         @staticmethod
         def _batches(batches):
-            while not flag.agreed(device) and not (due and due()):
+            # ``due`` is asked after the first update only: a chunk
+            # always makes progress, whatever the clock says.
+            first = True
+            while not flag.agreed(device) and (
+                    first or not (due and due())):
+                first = False
                 try:
                     yield next(batches)
                 except StopIteration:
