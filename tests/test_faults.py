@@ -464,3 +464,35 @@ def test_unusable_run_and_cache_folders_exit_2_before_any_data(
                                  f"{a_file / 'cache'} (a file is in the "
                                  f"way): set ALEXNET_CACHE to a writable "
                                  f"folder\n")
+
+# ------------------------------------------- 4. one odd file, any decoder
+# The decoders live in alexnet_lib/data/; these record what a run must
+# do and fail (strictly) until the data layer does it.
+
+
+def _odd_folder(images, tmp_path):
+    import shutil
+    root = tmp_path / "odd"
+    shutil.copytree(images, root)
+    return root
+
+
+@pytest.mark.xfail(strict=True, reason="data layer: the batched decoder "
+                   "crashes on a zero-byte image without naming it")
+def test_zero_byte_image_is_skipped_by_the_batched_decoder(
+        images, tmp_path, capsys):
+    root = _odd_folder(images, tmp_path)
+    (root / "train" / "n00000000" / "0.JPEG").write_bytes(b"")
+    code = cli.main(image_args(root, tmp_path / "run", "--decode",
+                               "batched"))
+    assert code == 0
+    assert "1 unreadable images skipped" in capsys.readouterr().out
+
+
+@pytest.mark.xfail(strict=True, reason="data layer: the file fingerprint "
+                   "cannot encode a non-UTF-8 file name")
+def test_non_utf8_file_name_is_read(images, tmp_path, capsys):
+    root = _odd_folder(images, tmp_path)
+    folder = bytes(root / "train" / "n00000000")
+    os.rename(folder + b"/1.JPEG", folder + b"/\xff\xfe.JPEG")
+    assert cli.main(image_args(root, tmp_path / "run")) == 0
