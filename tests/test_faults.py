@@ -6,7 +6,6 @@ checkpoints, metrics.jsonl) was lost.
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
