@@ -71,24 +71,35 @@ def _window_sum_padded(p: torch.Tensor, n: int, dim: int, c: int,
     that make up n are added: n = 5 takes 3 passes (2 + 2, then + 1)
     instead of 5. ``tmp``: two buffers shaped like ``p``.
     """
-    terms, w, m, offset = [], p, 1, 0
+    # The two scratch buffers take turns, so a part of n kept as a view
+    # would be overwritten two doublings later (n = 14 = 2 + 4 + 8):
+    # a waiting part is written to ``out`` before its buffer is reused.
+    w, w_buf, m, offset = p, p, 1, 0
+    waiting, waiting_buf, started = None, None, False
     while True:
         if n & m:  # this power of two is part of n
-            terms.append(w.narrow(dim, offset, c))
+            part = w.narrow(dim, offset, c)
+            if started:
+                out.add_(part)
+            elif waiting is None:
+                waiting, waiting_buf = part, w_buf
+            else:
+                torch.add(waiting, part, out=out)
+                waiting, started = None, True
             offset += m
         if 2 * m > n:
             break
+        if waiting is not None and waiting_buf is tmp[0]:
+            out.copy_(waiting)
+            waiting, started = None, True
         length = w.shape[dim] - m
         nxt = tmp[0].narrow(dim, 0, length)
         torch.add(w.narrow(dim, 0, length), w.narrow(dim, m, length),
                   out=nxt)  # sums of 2m neighbours
+        w, w_buf, m = nxt, tmp[0], 2 * m
         tmp = tmp[::-1]
-        w, m = nxt, 2 * m
-    if len(terms) == 1:
-        return out.copy_(terms[0])
-    torch.add(terms[0], terms[1], out=out)
-    for t in terms[2:]:
-        out.add_(t)
+    if waiting is not None:
+        out.copy_(waiting)
     return out
 
 

@@ -46,7 +46,7 @@ def test_lrn_equals_the_hand_formula(acts, n, alpha, beta, k):
     assert (got - acts).abs().max() > 1e-3 * acts.abs().max()
 
 
-@pytest.mark.parametrize("size", [1, 2, 4, 5, 9, 13])
+@pytest.mark.parametrize("size", [1, 2, 4, 5, 9, 13, 14, 30])
 @pytest.mark.parametrize("shape", [(2, 11, 6), (3, 11, 5, 4),
                                    (2, 11, 3, 4, 2)])
 def test_lrn_matches_torch_in_both_conventions(size, shape):
@@ -133,7 +133,7 @@ def test_lrn_half_precision_backward_matches_float32(dtype, scale_by_size):
                                atol=tol * gx32.abs().max().item())
 
 
-@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 8, 9, 13])
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 8, 9, 13, 14, 15, 30])
 @pytest.mark.parametrize("groups", [1, 3])
 def test_cpu_kernel_equals_the_plain_formula(size, groups):
     # the blocked kernel with its hand-derived backward (layers.py)
