@@ -204,3 +204,32 @@ def test_stored_markdown_outputs_carry_the_same_text(path):
                 data.get("text/plain", ""))
             if "text/markdown" in data:
                 assert data["text/plain"] == data["text/markdown"]
+
+
+def test_nbval_fails_once_and_skips_the_cells_after_a_stop(
+        tmp_path, monkeypatch, empty_data):
+    """Under nbval a missing data set is one failure; the cells after it
+    are skipped with the stop's reason, not buried in NameErrors."""
+    import subprocess
+    import sys
+    start = ('from alexnet_lib.notebook import start\n'
+             'NB = start("9_test", needs=["cifar10"])')
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(c) for c in
+        (OFFLINE, start, "print(NB.profile)", "print(NB.data)")])
+    folder = tmp_path / "book"
+    folder.mkdir()
+    nbformat.write(nb, folder / "9_test.ipynb")
+    repo = Path(__file__).parents[1]
+    (folder / "conftest.py").write_text(
+        (repo / "conftest.py").read_text())
+    env = {**__import__("os").environ, **empty_data}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env",
+         "-p", "no:cacheprovider", "-rs", "-q", "9_test.ipynb"],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout
+    assert re.search(r"\b1 failed, 1 passed, 2 skipped\b", out), out[-3000:]
+    assert "not run: 9_test stopped in its first cell (CIFAR-10 not " \
+           "found); see there" in out
+    assert "NameError" not in out
