@@ -254,3 +254,76 @@ def test_imagenette_file_lists(imagenette_dir):
     for split, n in (("train", 9469), ("val", 2000)):
         classes, files, _ = scan_class_folders(imagenette_dir / split)
         assert classes == SYNSETS and len(files) == n
+
+
+# ------------------------------------ odd files: bombs, worker errors
+
+def _patched(path, fmt, width, height):
+    """A real 8x8 image whose header claims width x height pixels."""
+    from PIL import Image
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(path, fmt)
+    data = bytearray(path.read_bytes())
+    if fmt == "PNG":  # IHDR: width, height right after the signature
+        data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    else:  # SOF0: height, then width
+        sof = data.index(b"\xff\xc0")
+        data[sof + 5:sof + 9] = (height.to_bytes(2, "big")
+                                 + width.to_bytes(2, "big"))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_header_sizes_are_read_without_decoding(imagenette_dir, tmp_path):
+    from PIL import Image
+    from alexnet_lib.data.files import declared_size, decode_file
+    real = sorted((imagenette_dir / "val" / SYNSETS[0]).iterdir())[:5]
+    for path in real:  # real photos: EXIF and other segments first
+        assert declared_size(path.read_bytes()) == Image.open(path).size
+        assert decode_file(path).shape[1:] == Image.open(path).size[::-1]
+    progressive = tmp_path / "p.jpg"
+    Image.new("RGB", (33, 17)).save(progressive, progressive=True)
+    assert declared_size(progressive.read_bytes()) == (33, 17)
+    assert declared_size(_patched(tmp_path / "a.png", "PNG", 7, 9)
+                         .read_bytes()) == (7, 9)
+    assert declared_size(b"GIF89a...") is None
+
+
+@pytest.mark.parametrize("fmt, suffix", [("JPEG", "jpg"), ("PNG", "png"),
+                                         ("GIF", "gif")])
+def test_decompression_bombs_are_corrupt_images(tmp_path, fmt, suffix):
+    from PIL import Image
+    from alexnet_lib.data.files import MAX_PIXELS, decode_file
+    path = tmp_path / f"bomb.{suffix}"
+    if fmt == "GIF":  # another format: PIL reads its header
+        Image.new("RGB", (8, 8)).save(path, fmt)
+        data = bytearray(path.read_bytes())
+        data[6:10] = (65535).to_bytes(2, "little") * 2  # screen size
+        path.write_bytes(bytes(data))
+        reason = (f"its header declares {MAX_PIXELS + 1} x 1 pixels, over "
+                  f"the limit of 178,956,970 (a decompression bomb?)")
+    else:
+        _patched(path, fmt, 30000, 6000)
+        reason = ("its header declares 30000 x 6000 pixels, over the limit "
+                  "of 178,956,970 (a decompression bomb?)")
+    with pytest.raises(CorruptImageError) as err:
+        decode_file(path)
+    assert err.value.reason == reason and err.value.path == str(path)
+    _patched(path, "PNG", 8, 8)  # a true header: decodes
+    assert decode_file(path).shape == (3, 8, 8)
+
+
+def test_stop_in_a_worker_is_the_same_one_line(imagenette_dir, tmp_path):
+    root = small_copy(imagenette_dir, tmp_path / "nette")
+    bad = sorted((root / "val" / SYNSETS[0]).iterdir())[1]
+    bad.write_bytes(b"")
+    ds = ImageNetFolder(root, "val", on_corrupt="stop")
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=2, num_workers=2,
+        collate_fn=lambda batch: len(batch))
+    with pytest.raises(CorruptImageError) as err:
+        list(loader)
+    assert str(err.value) == (
+        f"corrupt or unreadable image {bad}: the file is empty. Replace "
+        f"the file (re-download or re-extract it), delete it, or pass "
+        f"--on-corrupt skip (data.on_corrupt='skip') to skip it and "
+        f"count it.")

@@ -158,8 +158,9 @@ def _load_folder(path: Path, split: str, subset: int | None,
             raise CorruptImageError(
                 f"corrupt or unreadable image {skipped[0]} (and "
                 f"{len(skipped) - 1} more) in {split_dir}. Replace or "
-                f"delete it, or pass on_corrupt='skip' to skip and count "
-                f"it.", skipped[0])
+                f"delete it, or pass --on-corrupt skip "
+                f"(data.on_corrupt='skip') to skip and count it.",
+                skipped[0])
         warnings.warn(f"skipped {len(skipped)} corrupt image(s) in "
                       f"{split_dir}: {', '.join(skipped[:5])}")
     return CifarTensors(images, targets, classes, str(path), skipped)

@@ -6,6 +6,7 @@ or the ``--data`` flag of ``python -m alexnet_lib``.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 WHERE_TO_SET = ("point the environment variable ALEXNET_DATA (or the "
@@ -25,11 +26,19 @@ class DataLayoutError(DataError):
 
 
 class CorruptImageError(DataError):
-    """An image file cannot be decoded; ``path`` names it."""
+    """An image file cannot be decoded; ``path`` names it, ``reason``
+    says why (for the warning when it is skipped)."""
 
-    def __init__(self, message: str, path: str | Path | None = None):
+    def __init__(self, message: str, path: str | Path | None = None,
+                 reason: str | None = None):
+        # A DataLoader worker's error comes back as "Caught ... Original
+        # Traceback ...": keep the one line the worker raised.
+        found = re.findall(r"CorruptImageError: (.+)", message)
+        if message.startswith("Caught ") and found:
+            message = found[-1].strip()
         super().__init__(message)
         self.path = None if path is None else str(path)
+        self.reason = reason or message
 
 
 class DownloadError(DataError):
@@ -40,5 +49,5 @@ def corrupt_image(path: str | Path, reason: str) -> CorruptImageError:
     return CorruptImageError(
         f"corrupt or unreadable image {path}: {reason}. Replace the file "
         f"(re-download or re-extract it), delete it, or pass "
-        f"on_corrupt='skip' (data.on_corrupt) to skip it and count it.",
-        path)
+        f"--on-corrupt skip (data.on_corrupt='skip') to skip it and "
+        f"count it.", path, reason)

@@ -98,11 +98,67 @@ def balanced_subset(labels: list[int] | torch.Tensor, n: int) -> list[int]:
     return sorted(torch.argsort(key)[:n].tolist())
 
 
+# An image whose header declares more pixels than this is treated as
+# corrupt (a "decompression bomb": a few KB that decode to gigabytes).
+# PIL's own hard limit, so every decoder path agrees; 537 MB as RGB.
+MAX_PIXELS = 2 * 89_478_485
+_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # JPEG frame headers
+
+
+def declared_size(data) -> tuple[int, int] | None:
+    """(width, height) from a JPEG or PNG header without decoding it;
+    None for other formats or a header that cannot be parsed."""
+    data = memoryview(data).cast("B")
+    if bytes(data[:8]) == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return (int.from_bytes(data[16:20], "big"),
+                int.from_bytes(data[20:24], "big"))
+    if bytes(data[:2]) != b"\xff\xd8":
+        return None
+    i, n = 2, len(data)
+    while i + 9 <= n:
+        if data[i] != 0xFF:  # stray bytes: libjpeg skips to a marker
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in _SOF:  # FF Cx, length, precision, height, width
+            return (int.from_bytes(data[i + 7:i + 9], "big"),
+                    int.from_bytes(data[i + 5:i + 7], "big"))
+        if marker == 0xDA:  # scan data before any frame header
+            return None
+        if marker in (0xFF, 0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            i += 1 if marker == 0xFF else 2  # fill byte or no length
+            continue
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def _check_size(path, data: bytes) -> None:
+    """CorruptImageError if ``data`` would decode to over MAX_PIXELS."""
+    size = declared_size(data)
+    if size is None and data[:2] != b"\xff\xd8":
+        from PIL import Image  # another format: PIL reads its header
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore",
+                                      Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as image:
+                    size = image.size
+        except Image.DecompressionBombError:
+            size = (MAX_PIXELS + 1, 1)
+        except Exception:  # not an image: decoding will say so
+            return
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise corrupt_image(
+            path, f"its header declares {size[0]} x {size[1]} pixels, "
+            f"over the limit of {MAX_PIXELS:,} (a decompression bomb?)")
+
+
 def decode_file(path: str | Path, data: bytes | None = None) -> torch.Tensor:
     """Decode an image file to uint8 RGB (3, H, W); CorruptImageError.
 
     libjpeg-turbo through ``torchvision.io`` first (about 2x faster than
     PIL at 32x32); PIL as the fallback for formats it cannot read.
+    Images declaring more than MAX_PIXELS are refused before decoding.
     """
     try:
         if data is None:
@@ -111,6 +167,7 @@ def decode_file(path: str | Path, data: bytes | None = None) -> torch.Tensor:
         raise corrupt_image(path, f"cannot read it ({err})") from err
     if not data:
         raise corrupt_image(path, "the file is empty")
+    _check_size(path, data)
     if decode_jpeg is not None:
         raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         try:
@@ -121,11 +178,14 @@ def decode_file(path: str | Path, data: bytes | None = None) -> torch.Tensor:
                 return decode_image(raw, mode=ImageReadMode.RGB)
         except RuntimeError:
             pass  # e.g. CMYK or truncated: PIL decides below.
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(io.BytesIO(data)) as image:
             array = torch.tensor(bytearray(image.convert("RGB").tobytes()))
             w, h = image.size
+    except UnidentifiedImageError as err:  # its text names a BytesIO
+        raise corrupt_image(path, "not an image format that torchvision "
+                            "or PIL can read") from err
     except Exception as err:  # PIL raises many types for bad files
         raise corrupt_image(path, f"cannot decode it ({err})") from err
     return array.view(h, w, 3).permute(2, 0, 1).contiguous()
@@ -138,11 +198,13 @@ def fingerprint(root: Path, files: list[str], extra: str = "") -> str:
     this costs far less than a stat() of every file (which would also
     catch a file rewritten in place).
     """
-    h = hashlib.sha1(f"{Path(root).resolve()}|{len(files)}|{extra}|"
-                     .encode())
+    # os.fsencode: file names need not be UTF-8 (the same bytes as
+    # str.encode() for those that are, so keys do not change)
+    h = hashlib.sha1(os.fsencode(f"{Path(root).resolve()}|{len(files)}|"
+                                 f"{extra}|"))
     for folder in sorted({os.path.dirname(f) for f in files}):
-        h.update(f"{folder}:{os.stat(folder).st_mtime_ns};".encode())
-    h.update("\n".join(files).encode())
+        h.update(os.fsencode(f"{folder}:{os.stat(folder).st_mtime_ns};"))
+    h.update(os.fsencode("\n".join(files)))
     return h.hexdigest()[:16]
 
 

@@ -125,8 +125,8 @@ class ImageNetFolder(torch.utils.data.Dataset):
                     raise
                 self._bad[i] = True
                 warnings.warn(f"skipping corrupt image {self.files[i]} "
-                              f"({err}); using the next image instead",
-                              stacklevel=2)
+                              f"({err.reason}); using the next image "
+                              f"instead", stacklevel=2)
         raise DataError(
             f"no image in {self.root / self.split} can be decoded "
             f"({n} tried). Re-extract the data set, then {WHERE_TO_SET}.")
