@@ -120,3 +120,37 @@ def test_cuda_decode_is_close_to_the_cpu_decoder(imagenette_dir):
     # few levels at most on single pixels, well under 1 on average
     diff = (gpu.cpu() - cpu).abs()
     assert diff.mean() < 1.0 and diff.max() <= 16
+
+
+def test_empty_and_bomb_files_are_skipped_or_named(imagenette_dir,
+                                                   tmp_path):
+    from alexnet_lib.data.jpeg_batch import _plain_jpeg
+    _folder_with_bad_files(imagenette_dir, tmp_path / "data")
+    skip = ImageNetFolder(tmp_path / "data", "train", None, "skip")
+    empty = skip.files[0]  # a real JPEG, emptied
+    open(empty, "wb").close()
+    bytes_folder = JpegBytesFolder(skip)
+    sample = bytes_folder[0]
+    assert sample[0].shape == (0,) and sample[1:3] == (skip.labels[0], 0)
+    augment = BatchedJpegAugment(skip, torch.zeros(3, 1, 1), 32, 36)
+    with pytest.warns(UserWarning, match=f"skipping corrupt image {empty} "
+                      r"\(the file is empty\); using the next image"):
+        x, y = augment(*collate_bytes([bytes_folder[i] for i in (0, 1)]))
+    assert x.shape == (2, 3, 32, 32) and skip.skipped == [empty]
+    assert y.tolist() == [skip.labels[1]] * 2  # the next image's label
+    stop = ImageNetFolder(tmp_path / "data", "train", None, "stop")
+    with pytest.raises(CorruptImageError) as err:
+        BatchedJpegAugment(stop, torch.zeros(3, 1, 1))(
+            *collate_bytes([JpegBytesFolder(stop)[0]]))
+    assert str(err.value) == (
+        f"corrupt or unreadable image {empty}: the file is empty. Replace "
+        f"the file (re-download or re-extract it), delete it, or pass "
+        f"--on-corrupt skip (data.on_corrupt='skip') to skip it and "
+        f"count it.")
+    # the one-call CUDA decode takes only JPEGs with a sane header
+    data = bytearray(open(skip.files[1], "rb").read())
+    assert _plain_jpeg(torch.tensor(list(data), dtype=torch.uint8))
+    sof = max(data.find(b"\xff\xc0"), data.find(b"\xff\xc2"))
+    data[sof + 5:sof + 9] = (40000).to_bytes(2, "big") * 2
+    assert not _plain_jpeg(torch.tensor(list(data), dtype=torch.uint8))
+    assert not _plain_jpeg(sample[0])

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import CorruptImageError
-from .files import decode_file
+from .files import MAX_PIXELS, declared_size, decode_file
 from .imagenet import ImageNetFolder
 from .transforms import PCALighting, RandomCropFlip, ResizeCenterCrop
 
@@ -70,8 +70,9 @@ class JpegBytesFolder(Dataset):
         index, seed = key if isinstance(key, tuple) else (key, None)
         data = self.folder.read(index)
         g = None if seed is None else torch.Generator().manual_seed(seed)
-        return (torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                self.folder.labels[index], index, self.params(g))
+        raw = (torch.frombuffer(bytearray(data), dtype=torch.uint8)
+               if data else torch.empty(0, dtype=torch.uint8))  # (N,)
+        return raw, self.folder.labels[index], index, self.params(g)
 
 
 def collate_bytes(samples):
@@ -79,6 +80,15 @@ def collate_bytes(samples):
     datas, labels, indices, params = zip(*samples)
     return (list(datas), torch.tensor(labels), torch.tensor(indices),
             torch.stack(params))
+
+
+def _plain_jpeg(data: torch.Tensor) -> bool:
+    """A JPEG whose header declares a sane size: for the batch call.
+    Anything else goes through decode_file, which names what is wrong."""
+    if data.numel() <= 2 or data[0] != 0xFF or data[1] != 0xD8:
+        return False
+    size = declared_size(data.numpy())
+    return size is not None and size[0] * size[1] <= MAX_PIXELS
 
 
 class BatchedJpegAugment:
@@ -105,8 +115,7 @@ class BatchedJpegAugment:
                labels: torch.Tensor) -> list[torch.Tensor]:
         """uint8 (3, H, W) images on the device; bad files replaced."""
         images: list[torch.Tensor | None] = [None] * len(datas)
-        jpeg = [i for i, d in enumerate(datas)
-                if d.numel() > 2 and d[0] == 0xFF and d[1] == 0xD8]
+        jpeg = [i for i, d in enumerate(datas) if _plain_jpeg(d)]
         if self.device.type == "cuda" and jpeg and decode_jpeg is not None:
             # DEVIATION: (decode="batched" on CUDA only) nvJPEG rounds
             # its inverse DCT unlike libjpeg-turbo: a few levels apart.
