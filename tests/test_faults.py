@@ -465,8 +465,6 @@ def test_unusable_run_and_cache_folders_exit_2_before_any_data(
                                  f"folder\n")
 
 # ------------------------------------------- 4. one odd file, any decoder
-# The decoders live in alexnet_lib/data/; these record what a run must
-# do and fail (strictly) until the data layer does it.
 
 
 def _odd_folder(images, tmp_path):
@@ -476,22 +474,93 @@ def _odd_folder(images, tmp_path):
     return root
 
 
-@pytest.mark.xfail(strict=True, reason="data layer: the batched decoder "
-                   "crashes on a zero-byte image without naming it")
+def _bomb(path: Path) -> None:
+    """A real 8x8 JPEG whose frame header claims 20000 x 20000 pixels."""
+    Image.new("RGB", (8, 8), (90, 20, 200)).save(path, "JPEG")
+    data = bytearray(path.read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = (20000).to_bytes(2, "big") * 2  # height, width
+    path.write_bytes(bytes(data))
+
+
+def _stop_message(path, reason):
+    return (f"error: corrupt or unreadable image {path}: {reason}. Replace "
+            f"the file (re-download or re-extract it), delete it, or pass "
+            f"--on-corrupt skip (data.on_corrupt='skip') to skip it and "
+            f"count it.\n")
+
+
+BOMB = ("its header declares 20000 x 20000 pixels, over the limit of "
+        "178,956,970 (a decompression bomb?)")
+
+
+@pytest.mark.parametrize("decode", ["pil", "batched"])
 def test_zero_byte_image_is_skipped_by_the_batched_decoder(
-        images, tmp_path, capsys):
+        images, tmp_path, capsys, decode):
     root = _odd_folder(images, tmp_path)
-    (root / "train" / "n00000000" / "0.JPEG").write_bytes(b"")
-    code = cli.main(image_args(root, tmp_path / "run", "--decode",
-                               "batched"))
+    bad = root / "train" / "n00000000" / "0.JPEG"
+    bad.write_bytes(b"")
+    with pytest.warns(UserWarning) as caught:
+        code = cli.main(image_args(root, tmp_path / "run", "--decode",
+                                   decode))
     assert code == 0
     assert "1 unreadable images skipped" in capsys.readouterr().out
+    skips = [str(w.message) for w in caught if "skipping" in str(w.message)]
+    assert skips == [f"skipping corrupt image {bad} (the file is empty); "
+                     f"using the next image instead"]
+    code, err = _error(capsys, image_args(
+        root, tmp_path / "stop", "--decode", decode, "--on-corrupt",
+        "stop"))
+    assert code == 2 and err == _stop_message(bad, "the file is empty")
 
 
-@pytest.mark.xfail(strict=True, reason="data layer: the file fingerprint "
-                   "cannot encode a non-UTF-8 file name")
 def test_non_utf8_file_name_is_read(images, tmp_path, capsys):
     root = _odd_folder(images, tmp_path)
     folder = bytes(root / "train" / "n00000000")
     os.rename(folder + b"/1.JPEG", folder + b"/\xff\xfe.JPEG")
     assert cli.main(image_args(root, tmp_path / "run")) == 0
+    assert cli.main(image_args(root, tmp_path / "batched", "--decode",
+                               "batched")) == 0
+    assert "0 unreadable images skipped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("decode", ["pil", "batched"])
+def test_garbage_and_bombs_are_named_and_skipped(images, tmp_path,
+                                                 capsys, decode):
+    root = _odd_folder(images, tmp_path)
+    garbage = root / "train" / "n00000000" / "2.JPEG"
+    garbage.write_bytes(b"not an image at all" * 50)
+    bomb = root / "train" / "n00000001" / "3.JPEG"
+    _bomb(bomb)
+    with pytest.warns(UserWarning) as caught:
+        code = cli.main(image_args(root, tmp_path / "run", "--decode",
+                                   decode))
+    assert code == 0
+    assert "2 unreadable images skipped" in capsys.readouterr().out
+    skips = sorted(str(w.message) for w in caught
+                   if "skipping" in str(w.message))
+    assert skips == [
+        f"skipping corrupt image {garbage} (not an image format that "
+        f"torchvision or PIL can read); using the next image instead",
+        f"skipping corrupt image {bomb} ({BOMB}); using the next image "
+        f"instead"]
+    garbage.unlink()
+    code, err = _error(capsys, image_args(
+        root, tmp_path / "stop", "--decode", decode, "--on-corrupt",
+        "stop"))
+    assert code == 2 and err == _stop_message(bomb, BOMB)
+
+
+def test_skips_in_data_loading_workers_reach_the_summary(images, tmp_path,
+                                                          capsys):
+    root = _odd_folder(images, tmp_path)
+    bad = root / "train" / "n00000001" / "5.JPEG"
+    bad.write_bytes(b"")
+    out = tmp_path / "run"
+    assert cli.main(image_args(root, out, "--workers", "2")) == 0
+    assert "1 unreadable images skipped" in capsys.readouterr().out
+    assert [r["skipped_images"] for r in _rows(out)] == [1]
+    # stop: the worker's error reaches the user as the same one line
+    code, err = _error(capsys, image_args(
+        root, tmp_path / "stop", "--workers", "2", "--on-corrupt", "stop"))
+    assert code == 2 and err == _stop_message(bad, "the file is empty")
