@@ -324,6 +324,6 @@ def test_stop_in_a_worker_is_the_same_one_line(imagenette_dir, tmp_path):
         list(loader)
     assert str(err.value) == (
         f"corrupt or unreadable image {bad}: the file is empty. Replace "
-        f"the file (re-download or re-extract it), delete it, or pass "
+        f"the file (re-download or re-extract it), or pass "
         f"--on-corrupt skip (data.on_corrupt='skip') to skip it and "
         f"count it.")

@@ -485,7 +485,7 @@ def _bomb(path: Path) -> None:
 
 def _stop_message(path, reason):
     return (f"error: corrupt or unreadable image {path}: {reason}. Replace "
-            f"the file (re-download or re-extract it), delete it, or pass "
+            f"the file (re-download or re-extract it), or pass "
             f"--on-corrupt skip (data.on_corrupt='skip') to skip it and "
             f"count it.\n")
 

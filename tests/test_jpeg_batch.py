@@ -144,7 +144,7 @@ def test_empty_and_bomb_files_are_skipped_or_named(imagenette_dir,
             *collate_bytes([JpegBytesFolder(stop)[0]]))
     assert str(err.value) == (
         f"corrupt or unreadable image {empty}: the file is empty. Replace "
-        f"the file (re-download or re-extract it), delete it, or pass "
+        f"the file (re-download or re-extract it), or pass "
         f"--on-corrupt skip (data.on_corrupt='skip') to skip it and "
         f"count it.")
     # the one-call CUDA decode takes only JPEGs with a sane header

@@ -157,8 +157,8 @@ def _load_folder(path: Path, split: str, subset: int | None,
         if on_corrupt == "stop":
             raise CorruptImageError(
                 f"corrupt or unreadable image {skipped[0]} (and "
-                f"{len(skipped) - 1} more) in {split_dir}. Replace or "
-                f"delete it, or pass --on-corrupt skip "
+                f"{len(skipped) - 1} more) in {split_dir}. Replace it "
+                f"(re-download or re-extract it), or pass --on-corrupt skip "
                 f"(data.on_corrupt='skip') to skip and count it.",
                 skipped[0])
         warnings.warn(f"skipped {len(skipped)} corrupt image(s) in "

@@ -48,6 +48,6 @@ class DownloadError(DataError):
 def corrupt_image(path: str | Path, reason: str) -> CorruptImageError:
     return CorruptImageError(
         f"corrupt or unreadable image {path}: {reason}. Replace the file "
-        f"(re-download or re-extract it), delete it, or pass "
+        f"(re-download or re-extract it), or pass "
         f"--on-corrupt skip (data.on_corrupt='skip') to skip it and "
         f"count it.", path, reason)
