@@ -227,6 +227,50 @@ class _LocalResponseNormCPU(torch.autograd.Function):
         return gx, None, None, None, None, None
 
 
+class _LocalResponseNormC(torch.autograd.Function):
+    """LRN through the compiled kernel (``alexnet_lib/kernels/lrn.c``):
+    one pass over memory forward and one backward, float32 or bfloat16,
+    same formula and backward as ``_LocalResponseNormCPU``; only the
+    input is saved."""
+
+    @staticmethod
+    def forward(ctx, x, size, alpha, beta, k, groups, kernel):
+        out = torch.empty_like(x)
+        rows, opts = _kernel_layout(x, size, alpha, beta, k, groups)
+        kernel.forward(x, out, rows, opts, torch.get_num_threads())
+        ctx.save_for_backward(x)
+        ctx.options = (size, alpha, beta, k, groups, kernel)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        size, alpha, beta, k, groups, kernel = ctx.options
+        if torch.is_grad_enabled():  # create_graph: differentiable path
+            with torch.enable_grad():
+                y = _lrn_reference(x, size, alpha, beta, k, groups)
+            gx, = torch.autograd.grad(y, x, g, create_graph=True)
+            return gx, None, None, None, None, None, None
+        g = g.to(x.dtype).contiguous(memory_format=_memory_format(x))
+        gx = torch.empty_like(x)
+        rows, opts = _kernel_layout(x, size, alpha, beta, k, groups)
+        kernel.backward(x, g, gx, rows, opts, torch.get_num_threads())
+        return gx, None, None, None, None, None, None
+
+
+def _kernel_layout(x, size, alpha, beta, k, groups):
+    """(rows, options) of ``x`` for the C kernel: (R, C, L) with
+    element (r, c, l) at r*C*L + c*L + l, C the channels of one group."""
+    from alexnet_lib.kernels import lrn_opts
+    b, c = x.shape[:2]
+    if _memory_format(x) == torch.channels_last:
+        rows, length = b * x.shape[2] * x.shape[3] * groups, 1
+    else:
+        rows, length = b * groups, x[0, 0].numel()
+    opts = lrn_opts(c // groups, length, size, alpha, beta, k, x.dtype)
+    return rows, opts
+
+
 def _memory_format(t: torch.Tensor) -> torch.memory_format:
     if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(
             memory_format=torch.channels_last):
@@ -260,9 +304,11 @@ def local_response_norm(x: torch.Tensor, size: int = 5, alpha: float = 1e-4,
     Even sizes take size // 2 channels before i and (size - 1) // 2
     after it, as PyTorch and cuda-convnet do. Half-precision inputs are
     normalised in float32 and returned in their own dtype. On a CPU a
-    blocked kernel with a hand-derived backward runs (a few passes over
-    memory instead of ~20); on GPUs and under ``torch.compile`` the
-    plain formula runs (the compiler fuses it).
+    compiled C kernel (``alexnet_lib/kernels``, built on first use) or,
+    without a C compiler, a blocked PyTorch kernel runs, both with a
+    hand-derived backward (one or a few passes over memory instead of
+    ~20); on GPUs and under ``torch.compile`` the plain formula runs
+    (the compiler fuses it).
     """
     if x.dim() < 3:
         raise ValueError(f"local_response_norm expects (B, C, ...) input "
@@ -277,6 +323,12 @@ def local_response_norm(x: torch.Tensor, size: int = 5, alpha: float = 1e-4,
     if x.device.type != "cpu" or _compiling() or x.numel() == 0:
         return _lrn_reference(x, size, scale, beta, k, groups)
     x = x.contiguous(memory_format=_memory_format(x))
+    if x.dtype in (torch.float32, torch.bfloat16):
+        from alexnet_lib.kernels import lrn_kernel
+        kernel = lrn_kernel()
+        if kernel is not None:
+            return _LocalResponseNormC.apply(x, size, scale, beta, k,
+                                             groups, kernel)
     return _LocalResponseNormCPU.apply(x, size, scale, beta, k, groups)
 
 

@@ -24,6 +24,15 @@ def lrn_loops(a, n=5, alpha=1e-4, beta=0.75, k=2.0):
 
 
 @pytest.fixture
+def blocked(monkeypatch):
+    """Run the blocked PyTorch kernel, as on a machine with no C compiler
+    (the compiled kernel is tested in test_lrn_kernel.py)."""
+    from alexnet_lib import kernels
+    monkeypatch.setitem(kernels._state, "kernel", None)
+    monkeypatch.setitem(kernels._state, "status", "forced for a test")
+
+
+@pytest.fixture
 def acts():
     torch.manual_seed(0)
     return torch.relu(torch.randn(2, 7, 3, 4, dtype=torch.float64)) * 30
@@ -114,7 +123,8 @@ def _forward_backward(fn, x, g):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("scale_by_size", [False, True])
-def test_lrn_half_precision_backward_matches_float32(dtype, scale_by_size):
+def test_lrn_half_precision_backward_matches_float32(dtype, scale_by_size,
+                                                     blocked):
     torch.manual_seed(4)
     x = (torch.relu(torch.randn(3, 20, 5, 6)) * 30).to(dtype)
     g = torch.randn(3, 20, 5, 6).to(dtype)
@@ -151,7 +161,7 @@ def test_cpu_kernel_equals_the_plain_formula(size, groups):
 
 
 @pytest.mark.parametrize("beta", [0.75, 0.5, 0.6])
-def test_cpu_kernel_in_many_blocks(monkeypatch, beta):
+def test_cpu_kernel_in_many_blocks(monkeypatch, beta, blocked):
     # blocks of 2 rows over 7 (B * groups) rows: the last one is short;
     # beta 0.75 and 0.5 take the rsqrt paths, 0.6 the generic pow
     monkeypatch.setattr(layers, "LRN_BLOCK", 2 * 8 * 6)
@@ -165,7 +175,7 @@ def test_cpu_kernel_in_many_blocks(monkeypatch, beta):
     torch.testing.assert_close(fast, ref)
 
 
-def test_lrn_channels_last_keeps_its_layout_and_values(monkeypatch):
+def test_lrn_channels_last_keeps_its_layout_and_values(monkeypatch, blocked):
     monkeypatch.setattr(layers, "LRN_BLOCK", 2 * 8 * 6)  # several blocks
     torch.manual_seed(7)
     x = torch.relu(torch.randn(5, 16, 3, 4)) * 40

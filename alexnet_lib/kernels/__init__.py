@@ -1,0 +1,206 @@
+"""The compiled CPU kernel for LRN (``lrn.c``), built on first use.
+
+``pip install`` compiles nothing. The first time a CPU LRN runs, the
+system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) builds
+``lrn.c`` (plain C, no PyTorch headers, about a second) into the cache
+folder, keyed by the source, the compiler and the CPU's features; later
+processes load it from there. Where no compiler works, the library's
+blocked PyTorch kernel runs instead: same formula, slower, and one line
+says so. ``ALEXNET_LRN_KERNEL`` chooses: ``auto`` (default), ``c`` (build
+or fail loudly) or ``torch`` (never build).
+
+The kernel is called through ctypes, which releases the GIL, so rows
+are split between ``torch.get_num_threads()`` Python threads.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+__all__ = ["lrn_kernel", "KernelUnavailable", "kernel_status"]
+
+SOURCE = Path(__file__).with_name("lrn.c")
+# -ffp-contract=off: no fused multiply-adds, so the forward's sums and
+# k + alpha * s round as PyTorch's reference does; -fno-math-errno lets
+# sqrtf vectorise. No -ffast-math: it would change results.
+FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno",
+         "-fPIC", "-shared"]
+
+
+class KernelUnavailable(RuntimeError):
+    """The C kernel could not be built or loaded."""
+
+
+class _Opts(ctypes.Structure):
+    _fields_ = [("C", ctypes.c_int64), ("L", ctypes.c_int64),
+                ("n", ctypes.c_int64), ("before", ctypes.c_int64),
+                ("after", ctypes.c_int64), ("alpha", ctypes.c_float),
+                ("beta", ctypes.c_float), ("k", ctypes.c_float),
+                ("bf16", ctypes.c_int)]
+
+
+def _cache_dir() -> Path:
+    from alexnet_lib.config import cache_root  # $ALEXNET_CACHE or ~/.cache
+    return cache_root() / "kernels"
+
+
+def _cpu_features() -> str:
+    """What -march=native depends on: a .so built on one CPU must not be
+    loaded on another (a shared home on a mixed cluster)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() + platform.machine()
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _build() -> Path:
+    cc = _compiler()
+    if cc is None:
+        raise KernelUnavailable("no C compiler found (set CC, or install "
+                                "gcc or clang)")
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), cc.encode(), " ".join(FLAGS).encode(),
+                 _cpu_features().encode(), platform.machine().encode()):
+        key.update(part)
+    target = _cache_dir() / f"lrn-{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # build beside the target, then rename: other processes see the
+    # finished file or none
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ["?"])[-1]
+            raise KernelUnavailable(f"{os.path.basename(cc)} failed: {last}")
+        os.replace(tmp, target)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise KernelUnavailable(f"building the LRN kernel failed: {e}")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+class _Kernel:
+    def __init__(self, path: Path):
+        lib = ctypes.CDLL(str(path))
+        lib.lrn_panels.restype = ctypes.c_int64
+        lib.lrn_panels.argtypes = [ctypes.c_int64, ctypes.c_int64]
+        ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+        opts = ctypes.POINTER(_Opts)
+        lib.lrn_forward.restype = ctypes.c_int
+        lib.lrn_forward.argtypes = [ptr, ptr, i64, i64, i64, opts]
+        lib.lrn_backward.restype = ctypes.c_int
+        lib.lrn_backward.argtypes = [ptr, ptr, ptr, i64, i64, i64, opts]
+        self.lib, self.path = lib, path
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+
+    def _run(self, fn, pointers, R, opts, threads):
+        panels = self.lib.lrn_panels(R, opts.L)
+        threads = max(1, min(threads, panels))
+        cuts = [panels * i // threads for i in range(threads + 1)]
+        ref = ctypes.byref(opts)
+        if threads == 1:
+            codes = [fn(*pointers, R, 0, panels, ref)]
+        else:
+            if self._pool is None or self._pool_size != threads:
+                if self._pool is not None:
+                    self._pool.shutdown()
+                self._pool = ThreadPoolExecutor(threads,
+                                                thread_name_prefix="lrn")
+                self._pool_size = threads
+            jobs = [self._pool.submit(fn, *pointers, R, a, b, ref)
+                    for a, b in zip(cuts, cuts[1:]) if b > a]
+            codes = [j.result() for j in jobs]
+        if any(codes):
+            raise MemoryError("LRN kernel: out of memory for its scratch")
+
+    def forward(self, x, y, R, opts, threads):
+        self._run(self.lib.lrn_forward, (x.data_ptr(), y.data_ptr()), R,
+                  opts, threads)
+
+    def backward(self, x, g, gx, R, opts, threads):
+        self._run(self.lib.lrn_backward,
+                  (x.data_ptr(), g.data_ptr(), gx.data_ptr()), R, opts,
+                  threads)
+
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def kernel_status() -> str:
+    """One line: which CPU LRN kernel this process uses, and why."""
+    lrn_kernel()
+    return _state["status"]
+
+
+def lrn_kernel() -> _Kernel | None:
+    """The compiled kernel, or None (then the blocked PyTorch one runs).
+
+    Decided once per process; ``ALEXNET_LRN_KERNEL=c`` makes a failed
+    build an error instead of a fallback.
+    """
+    if "kernel" in _state:
+        return _state["kernel"]
+    with _lock:
+        if "kernel" in _state:
+            return _state["kernel"]
+        choice = os.environ.get("ALEXNET_LRN_KERNEL", "auto").lower()
+        if choice not in ("auto", "c", "torch"):
+            raise ValueError(f"ALEXNET_LRN_KERNEL={choice!r}: use auto, c "
+                             f"or torch")
+        kernel, status = None, "LRN on CPU: blocked PyTorch kernel " \
+                               "(ALEXNET_LRN_KERNEL=torch)"
+        if choice != "torch":
+            try:
+                kernel = _Kernel(_build())
+                status = "LRN on CPU: compiled C kernel"
+            except (KernelUnavailable, OSError) as e:
+                if choice == "c":
+                    raise KernelUnavailable(
+                        f"ALEXNET_LRN_KERNEL=c but {e}") from None
+                status = (f"LRN on CPU: blocked PyTorch kernel, slower "
+                          f"({e})")
+                print(f"alexnet_lib: {status}", file=sys.stderr)
+        _state["kernel"], _state["status"] = kernel, status
+        return kernel
+
+
+def _reset() -> None:
+    """Forget the decision (tests)."""
+    with _lock:
+        _state.clear()
+
+
+def lrn_opts(C: int, L: int, size: int, alpha: float, beta: float, k: float,
+             dtype: torch.dtype) -> _Opts:
+    return _Opts(C, L, size, size // 2, (size - 1) // 2, alpha, beta, k,
+                 int(dtype == torch.bfloat16))
