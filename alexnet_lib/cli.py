@@ -36,7 +36,8 @@ OVERRIDES = {
     "image_size": "data__image_size", "resize": "data__resize",
     "epochs": "epochs", "max_steps": "max_steps", "seed": "seed",
     "device": "device", "out": "out_dir", "ten_crop": "ten_crop",
-    "checkpoint_every": "checkpoint_every", "batch_size": "optim__batch_size",
+    "checkpoint_every": "checkpoint_every",
+    "snapshot_epochs": "snapshot_epochs", "batch_size": "optim__batch_size",
     "lr": "optim__lr", "momentum": "optim__momentum",
     "weight_decay": "optim__weight_decay",
     "update_rule": "optim__update_rule", "patience": "optim__plateau_patience",
@@ -53,6 +54,19 @@ SPEED_HELP = {  # see alexnet_lib/speed.py
     "cudnn-benchmark": "let cuDNN time its algorithms per shape",
     "tf32": "TF32 tensor cores for float32 matmuls and convolutions",
 }
+
+
+def _epoch_list(text: str) -> tuple[int, ...]:
+    """1,2,5,10 -> (1, 2, 5, 10)."""
+    try:
+        epochs = tuple(sorted({int(e) for e in text.split(",") if e}))
+    except ValueError:
+        epochs = ()
+    if not epochs or epochs[0] < 1:
+        raise argparse.ArgumentTypeError(
+            f"--snapshot-epochs wants epoch numbers >= 1 like 1,2,5,10, "
+            f"got {text!r}")
+    return epochs
 
 
 def _option(text: str) -> tuple[str, Any]:
@@ -151,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ten-crop", action="store_true", default=None, help="after "
       "training, also score the averaged softmax of ten patches "
       "(four corners, centre and their reflections; §4.1)")
+    a("--snapshot-epochs", type=_epoch_list, metavar="E,E,...",
+      help="keep the convolutional weights after these epochs and the "
+      "last one in <out>/snapshots/ (for studying how features form)")
     a("--no-progress", action="store_true", help="hide progress bars")
     a("--decode", choices=["pil", "batched"], help="ImageNet input: pil "
       "decodes and augments each image in a worker; batched: workers "
@@ -313,6 +330,8 @@ def _train(args: argparse.Namespace) -> int:
               f"{results['stopped']}); {results['skipped_images']} "
               f"unreadable images skipped; run folder "
               f"{results['out_dir']}")
+        if results["at_chance"]:
+            print(f"warning: {results['at_chance']}", file=sys.stderr)
     return 0
 
 

@@ -112,6 +112,8 @@ class TrainConfig:
     resume: bool = True  # continue from out_dir/checkpoint.pt if present
     checkpoint_every: int = 0  # also save every N steps (0: epoch ends)
     ten_crop: bool = False  # 10-patch test (§4.1) after the last epoch
+    # keep the conv weights after these epochs (snapshots/, small)
+    snapshot_epochs: tuple[int, ...] = ()
     profile: str = "gpu"
     progress: bool = True  # tqdm bars
 
@@ -124,6 +126,7 @@ class TrainConfig:
         d["data"] = DataConfig(**d.get("data", {}))
         d["optim"] = OptimConfig(**d.get("optim", {}))
         d["speed"] = SpeedConfig(**d.get("speed", {}))
+        d["snapshot_epochs"] = tuple(d.get("snapshot_epochs", ()))
         return cls(**d)
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -235,6 +238,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          f"max_steps must be >= 1 or None, got {cfg.max_steps}"),
         (cfg.checkpoint_every >= 0,
          f"checkpoint_every must be >= 0, got {cfg.checkpoint_every}"),
+        (all(isinstance(e, int) and e >= 1 for e in cfg.snapshot_epochs),
+         f"snapshot_epochs must be epoch numbers >= 1, got "
+         f"{list(cfg.snapshot_epochs)}"),
         (o.plateau_patience >= 1, f"optim.plateau_patience must be "
          f">= 1 epoch, got {o.plateau_patience}"),
         (d.dataset in ("cifar10", "imagenet"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -79,6 +80,46 @@ def _diverged(loss: float, step: int, lr: float, batch: int) -> str:
         f"exploding loss, as Caffe saw (its reference model uses 0.1): "
         f"lower --lr or try --model-option init=torch. The last good "
         f"checkpoint, if any, was not overwritten.")
+
+
+def save_snapshot(model: nn.Module, out: Path, epoch: int) -> Path:
+    """The convolutional weights after ``epoch``, in
+    ``out/snapshots/epoch-NNN.pt`` (a few MB: for studying how features
+    form, e.g. ZFNet's Fig. 4). Written whole or not at all."""
+    model = getattr(model, "module", model)  # DDP
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    weights = {f"{name}.{key}": value.detach().float().cpu().clone()
+               for name, m in model.named_modules()
+               if isinstance(m, nn.Conv2d)
+               for key, value in m.state_dict().items()}
+    folder = out / "snapshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"epoch-{epoch:03d}.pt"
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save({"epoch": epoch, "conv_weights": weights}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def at_chance(top1_error: float, num_classes: int, n: int) -> bool:
+    """True when a top-1 error is no better than guessing: within two
+    standard errors of 1 - 1/K on n validation images, or above it."""
+    chance = 1 - 1 / num_classes
+    return top1_error >= chance - 2 * math.sqrt(chance * (1 - chance)
+                                                / max(n, 1))
+
+
+def chance_warning(top1_error: float, num_classes: int,
+                   train_loss: float, epochs: int) -> str:
+    """One line for a run whose validation error sits at chance."""
+    return (f"at chance for {epochs} epoch(s): val top-1 error "
+            f"{top1_error:.3f} is what guessing gives with {num_classes} "
+            f"classes ({1 - 1 / num_classes:.3f}); the last train loss "
+            f"is {train_loss:.2f} (a uniform guess scores ln "
+            f"{num_classes} = {math.log(num_classes):.2f}). If it stays "
+            f"there, the updates are too large for this start: §5's "
+            f"biases of 1 make that likely with few classes, so try "
+            f"--model-option bias=0.1 or a smaller --lr")
 
 
 def train_one_epoch(model: nn.Module, loader: Iterable,
@@ -349,6 +390,8 @@ def _fit(cfg: TrainConfig, dist, stop: StopFlag, source: Path | None,
         timer.reset()
 
     val = None
+    chance_epochs = 0  # how many of the last epochs ended at chance
+    last_train_loss = math.nan
     timer = _Timer(device)
     limit = cfg.max_steps if cfg.max_steps is not None else math.inf
     while (epoch < cfg.epochs and global_step < limit
@@ -381,6 +424,7 @@ def _fit(cfg: TrainConfig, dist, stop: StopFlag, source: Path | None,
                 save(epoch, step_in_epoch)
         bar.close()
         train = _merge(parts)
+        last_train_loss = train["loss"]
         record = {"kind": "epoch", "epoch": epoch, "step": global_step,
                   "lr": optimizer.param_groups[0]["lr"],
                   "train_loss": train["loss"], "train_error": train["error"],
@@ -394,14 +438,20 @@ def _fit(cfg: TrainConfig, dist, stop: StopFlag, source: Path | None,
         schedule.step(val["top1_error"])  # §5: ÷10 on a plateau
         epoch, step_in_epoch = epoch + 1, 0
         save(epoch, 0)
+        if main and epoch in cfg.snapshot_epochs:
+            save_snapshot(model, out, epoch)
+        stuck = at_chance(val["top1_error"], info["num_classes"],
+                          val["n"])
+        chance_epochs = chance_epochs + 1 if stuck else 0
         log(dict(record, val_top1_error=val["top1_error"],
                  val_top5_error=val["top5_error"], val_loss=val["loss"],
-                 lr_drops=schedule.drops))
+                 lr_drops=schedule.drops, at_chance=stuck))
         if main and cfg.progress:
             tqdm.write(f"epoch {epoch}: train loss {train['loss']:.4f} "
                        f"error {train['error']:.4f}; val top-1 "
                        f"{val['top1_error']:.4f} top-5 "
-                       f"{val['top5_error']:.4f}; lr {record['lr']:g}")
+                       f"{val['top5_error']:.4f}; lr {record['lr']:g}"
+                       + ("; AT CHANCE" if stuck else ""))
 
     if stop.stopped:  # exit fast: the signal's sender will not wait
         val = val or dict.fromkeys(("top1_error", "top5_error", "loss"))
@@ -410,6 +460,9 @@ def _fit(cfg: TrainConfig, dist, stop: StopFlag, source: Path | None,
         log({"kind": "eval", "epoch": epoch, "step": global_step,
              "val_top1_error": val["top1_error"],
              "val_top5_error": val["top5_error"], "val_loss": val["loss"]})
+    if (main and cfg.snapshot_epochs and not stop.stopped and epoch
+            and step_in_epoch == 0 and not (out / "snapshots" / f"epoch-{epoch:03d}.pt").exists()):
+        save_snapshot(model, out, epoch)  # the last epoch's weights too
     ten = None
     # §4.1: average the softmax over ten patches
     if cfg.ten_crop and not stop.stopped:
@@ -435,6 +488,10 @@ def _fit(cfg: TrainConfig, dist, stop: StopFlag, source: Path | None,
         "checkpoint": str(ckpt_path), "world_size": world,
         "device": str(device), "run_id": run_id, "segment": segment,
         "skipped_images": len(skipped()),
+        "at_chance": (chance_warning(val["top1_error"],
+                                     info["num_classes"], last_train_loss,
+                                     chance_epochs)
+                      if chance_epochs else None),
         "wall_time_s": time.perf_counter() - wall_start}
     if main and not metrics.flush():
         print("warning: these metrics rows could not be written: "

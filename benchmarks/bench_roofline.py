@@ -15,9 +15,11 @@
    says how close to the machine's limit the model trains. Rows with
    and without LRN take turns, so background load falls on both alike;
    their difference is LRN's share of the step.
+   A second measure times LRN inside the step (module hooks around its
+   forward and backward): its share of the same step's wall time.
 3. LRN alone: forward + backward on conv1- and conv2-sized maps:
-   alexnet_lib's CPU kernel, the plain formula with autograd, and
-   ``torch.nn.LocalResponseNorm``.
+   alexnet_lib's compiled C kernel and its blocked PyTorch fallback,
+   the plain formula with autograd, and ``torch.nn.LocalResponseNorm``.
 
 bf16 rows run where the CPU has bfloat16 instructions
 (``speed.cpu_has_native_bf16``) or with ``--bf16``. ``--huge-pages``
@@ -194,15 +196,79 @@ def lrn_shares(rows: list[dict]) -> list[dict]:
     return out
 
 
+def lrn_time_in_step(dtypes, quick: bool) -> list[dict]:
+    """LRN's share of a paper-AlexNet step, timed inside the step.
+
+    Module hooks note the wall time of each LRN forward and backward
+    during real training steps; their sum over the step time is a
+    direct measure that background load cannot split unevenly (the
+    with/without rows above compare two different runs).
+    """
+    import torch
+    from alexnet_lib.layers import LocalResponseNorm
+    batch, warmup, steps = (2, 1, 2) if quick else (64, 2, 6)
+    rows = []
+    for dtype in dtypes:
+        torch.manual_seed(0)
+        model = build("alexnet", {})
+        step = step_fn(model, batch, dtype == torch.bfloat16)
+        spent, starts = [0.0], {}
+
+        def begin(key):
+            def hook(*_):
+                starts[key] = time.perf_counter()
+            return hook
+
+        def end(key):
+            def hook(*_):
+                spent[0] += time.perf_counter() - starts.pop(key)
+            return hook
+        for name, m in model.named_modules():
+            if isinstance(m, LocalResponseNorm):
+                m.register_forward_pre_hook(begin((name, "f")))
+                m.register_forward_hook(end((name, "f")))
+                m.register_full_backward_pre_hook(begin((name, "b")))
+                m.register_full_backward_hook(end((name, "b")))
+        shares, times = [], []
+        for i in range(warmup + steps):
+            spent[0] = 0.0
+            t = _timed(step)
+            if i >= warmup:
+                shares.append(spent[0] / t)
+                times.append(t)
+        row = {"model": "alexnet", "batch": batch, "dtype": str(dtype),
+               "lrn_share_of_step": statistics.median(shares),
+               "lrn_s_per_step": statistics.median(
+                   [a * b for a, b in zip(shares, times)]),
+               "step_s": statistics.median(times), "shares": shares}
+        rows.append(row)
+        print(f"  LRN time inside an alexnet step ({row['dtype']}): "
+              f"{1e3 * row['lrn_s_per_step']:.0f} ms of "
+              f"{1e3 * row['step_s']:.0f} ms, "
+              f"{100 * row['lrn_share_of_step']:.1f}%")
+    return rows
+
+
 def lrn_rows(dtypes, quick: bool) -> list[dict]:
     import torch
     from alexnet_lib import layers
     batch = 2 if quick else 64
     shapes = {"conv1 maps (B, 96, 55, 55)": (batch, 96, 55, 55),
               "conv2 maps (B, 256, 27, 27)": (batch, 256, 27, 27)}
+    from alexnet_lib import kernels
+
+    def blocked(t):  # as on a machine without a C compiler
+        saved = dict(kernels._state)
+        kernels._state.update(kernel=None, status="blocked")
+        try:
+            return layers.local_response_norm(t, groups=2)
+        finally:
+            kernels._state.clear()
+            kernels._state.update(saved)
     impls = {
-        "alexnet_lib (CPU kernel)": lambda t: layers.local_response_norm(
-            t, groups=2),
+        "alexnet_lib (compiled C kernel)": lambda t: (
+            layers.local_response_norm(t, groups=2)),
+        "alexnet_lib (blocked PyTorch kernel)": blocked,
         "plain formula (autograd)": lambda t: layers._lrn_reference(
             t, 5, 1e-4, 0.75, 2.0, 2),
         "torch.nn.LocalResponseNorm (one group)": lambda t: (
@@ -254,6 +320,7 @@ def main(argv=None) -> dict:
         os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
     import torch
     from alexnet_lib.speed import cpu_flags, cpu_has_native_bf16
+    from alexnet_lib.kernels import kernel_status
     from alexnet_lib.sysinfo import environment
     torch.set_num_threads(args.threads)
     native = cpu_has_native_bf16()
@@ -267,6 +334,8 @@ def main(argv=None) -> dict:
              for d in dtypes}
     models = ([] if "models" in args.skip
               else model_rows(dtypes, peaks, args.quick))
+    inside = ([] if "models" in args.skip
+              else lrn_time_in_step(dtypes, args.quick))
     lrn = [] if "lrn" in args.skip else lrn_rows(dtypes, args.quick)
     report = {
         "benchmark": "roofline", "quick": args.quick,
@@ -279,7 +348,9 @@ def main(argv=None) -> dict:
                                                 "amx_tile", "bf16"}),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "peak_flop_per_s": peaks, "peak": peak, "models": models,
-        "lrn_share": lrn_shares(models), "lrn": lrn,
+        "lrn_kernel": kernel_status(),
+        "lrn_share": lrn_shares(models), "lrn_time_in_step": inside,
+        "lrn": lrn,
         "wall_s": round(time.perf_counter() - start, 1),
         "environment": environment()}
     if args.json:

@@ -37,7 +37,15 @@ def test_quick_roofline_record(tmp_path):
                                        "cifar_11pct")
                       for d in ("torch.float32", "torch.bfloat16")}
     impls = {row["impl"] for row in r["lrn"]}
-    assert "alexnet_lib (CPU kernel)" in impls
+    assert {"alexnet_lib (compiled C kernel)",
+            "alexnet_lib (blocked PyTorch kernel)"} <= impls
+    inside = r["lrn_time_in_step"]
+    assert [row["dtype"] for row in inside] == ["torch.float32",
+                                                "torch.bfloat16"]
+    for row in inside:  # a share of a real step: positive, below one
+        assert 0 < row["lrn_share_of_step"] < 1
+        assert len(row["shares"]) == 2
+    assert r["lrn_kernel"].startswith("LRN on CPU: ")
     assert r["environment"]["torch"] == torch.__version__
 
 

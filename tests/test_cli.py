@@ -76,6 +76,19 @@ def test_model_option_values_are_json_when_they_parse():
         cli.build_parser().parse_args(["train", "--model-option", "x"])
 
 
+def test_snapshot_epochs_parse_sorted_and_bad_ones_exit_2(capsys):
+    args = cli.build_parser().parse_args(
+        ["train", "--snapshot-epochs", "10,1,5,1", "--profile", "ci"])
+    assert cli.config_from_args(args).snapshot_epochs == (1, 5, 10)
+    for bad in ("0,1", "one", ""):
+        with pytest.raises(SystemExit) as e:
+            cli.build_parser().parse_args(
+                ["train", "--snapshot-epochs", bad])
+        assert e.value.code == 2
+        assert ("--snapshot-epochs wants epoch numbers >= 1 like 1,2,5,10"
+                in capsys.readouterr().err)
+
+
 def test_explicit_flags_win_over_the_profile():
     args = cli.build_parser().parse_args(
         ["train", "--profile", "ci", "--epochs", "3", "--batch-size", "16",

@@ -209,3 +209,36 @@ def test_resuming_another_architecture_is_refused(straight, tmp_path):
                              r"builds 'cifar_4layer' with options "
                              r"\{'variant': '80sec'\}"):
         fit(cfg)
+
+
+def test_snapshots_keep_the_conv_weights_of_chosen_epochs(cifar_dir,
+                                                          tmp_path):
+    # epochs 1 and 3 asked for; 3 is also the last: one file each, the
+    # conv weights only, equal to the final model's for the last epoch
+    out = tmp_path / "run"
+    fit(_cfg(out, epochs=3, snapshot_epochs=(1, 3), data__train_subset=64,
+             data__val_subset=32))
+    snaps = sorted(p.name for p in (out / "snapshots").iterdir())
+    assert snaps == ["epoch-001.pt", "epoch-003.pt"]
+    last = torch.load(out / "snapshots" / "epoch-003.pt")
+    assert last["epoch"] == 3
+    assert set(last["conv_weights"]) == {f"conv{i}.{k}" for i in (1, 2, 3)
+                                         for k in ("weight", "bias")}
+    model, _ = _weights(out)
+    for key, value in last["conv_weights"].items():
+        assert torch.equal(value, model[key].float())
+    first = torch.load(out / "snapshots" / "epoch-001.pt")
+    assert not torch.equal(first["conv_weights"]["conv1.weight"],
+                           last["conv_weights"]["conv1.weight"])
+
+
+def test_a_run_at_chance_says_so():
+    from alexnet_lib.train import at_chance, chance_warning
+    assert at_chance(0.900, 10, 2000) and at_chance(0.95, 10, 2000)
+    assert not at_chance(0.85, 10, 2000)
+    # two standard errors of the guessing rate on 2,000 images: 0.0134
+    assert at_chance(0.887, 10, 2000) and not at_chance(0.886, 10, 2000)
+    line = chance_warning(0.9, 10, 23.1, 2)
+    assert line.startswith("at chance for 2 epoch(s): val top-1 error "
+                           "0.900 is what guessing gives with 10 classes")
+    assert "--model-option bias=0.1" in line and "\n" not in line

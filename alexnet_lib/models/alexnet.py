@@ -21,14 +21,15 @@ from torch import nn
 
 from alexnet_lib.layers import LocalResponseNorm
 
-__all__ = ["AlexNet", "PAPER_LRN", "init_paper_", "feature_map_shapes"]
+__all__ = ["AlexNet", "PAPER_LRN", "init_paper_", "init_caffe_",
+           "init_weights_", "feature_map_shapes"]
 
 PAPER_WIDTHS = (96, 256, 384, 384, 256)  # kernels in conv1..conv5, §3.5
 PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)  # §3.3
 BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")  # §5, facts §2a.7
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 POOLINGS = {"overlapping": (3, 2), "non_overlapping": (2, 2)}  # (z, s)
-INITS = ("paper", "torch")
+INITS = ("paper", "caffe", "torch")
 # §7: conv layers whose removal keeps every map size (13x13, no pooling
 # or normalization in between), so the rest of the net is unchanged.
 REMOVABLE = ("conv3", "conv4")
@@ -88,14 +89,41 @@ def _check_removed(removed) -> tuple:
     return removed
 
 
-def init_paper_(model: nn.Module) -> None:
+def init_paper_(model: nn.Module, bias: float = 1.0) -> None:
     """§5: weights ~ N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6,
-    fc7 (the hidden FC layers), 0 elsewhere (conv1, conv3, fc8)."""
+    fc7 (the hidden FC layers), 0 elsewhere (conv1, conv3, fc8).
+    ``bias`` replaces that 1 (the one change §5's exercise tries)."""
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.normal_(m.weight, mean=0.0, std=0.01)
             layer = name.rsplit(".", 1)[-1]
-            nn.init.constant_(m.bias, 1.0 if layer in BIAS_ONE else 0.0)
+            nn.init.constant_(m.bias, bias if layer in BIAS_ONE else 0.0)
+
+
+def init_caffe_(model: nn.Module, bias: float = 0.1) -> None:
+    """Caffe's bvlc_alexnet: weights ~ N(0, 0.01), fc6 and fc7 N(0,
+    0.005); biases 0.1 where the paper has 1, 0 elsewhere."""
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            layer = name.rsplit(".", 1)[-1]
+            std = 0.005 if layer in ("fc6", "fc7") else 0.01
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            nn.init.constant_(m.bias, bias if layer in BIAS_ONE else 0.0)
+
+
+def init_weights_(model: nn.Module, init: str,
+                  bias: float | None = None) -> None:
+    """Apply ``init``: "paper" (§5), "caffe" (bvlc_alexnet) or "torch"
+    (leave PyTorch's default). ``bias``: the constant bias of conv2,
+    conv4, conv5, fc6 and fc7 instead of the init's own (1 or 0.1)."""
+    if init == "paper":
+        init_paper_(model, 1.0 if bias is None else bias)
+    elif init == "caffe":
+        init_caffe_(model, 0.1 if bias is None else bias)
+    elif bias is not None:
+        raise ValueError("bias sets the constant biases of the paper's "
+                         "or Caffe's init: use it with init='paper' or "
+                         "'caffe'")
 
 
 class AlexNet(nn.Module):
@@ -116,7 +144,10 @@ class AlexNet(nn.Module):
     widths: kernels in conv1..conv5; (48, 128, 192, 192, 256) with
         groups=1 is §3.2's one-GPU comparison net (footnote 2).
     dropout: drop probability after relu6 and relu7 (§4.2); 0 disables.
-    init: "paper" (§5) or "torch" (PyTorch's default init).
+    init: "paper" (§5), "caffe" (bvlc_alexnet: biases 0.1, fc6/fc7
+        std 0.005) or "torch" (PyTorch's default init).
+    bias: the constant bias of conv2, conv4, conv5, fc6 and fc7 (§5: 1;
+        Caffe: 0.1); None keeps the init's own.
     removed: names from REMOVABLE ("conv3", "conv4") to leave out, for
         §7's "removing any of the middle layers"; () is the paper's net.
 
@@ -135,7 +166,8 @@ class AlexNet(nn.Module):
                  dropout: float = 0.5, input_size: int = 224,
                  widths: tuple = PAPER_WIDTHS, fc_width: int = 4096,
                  conv1_kernel: int = 11, conv1_stride: int = 4,
-                 init: str = "paper", removed: tuple = ()):
+                 init: str = "paper", bias: float | None = None,
+                 removed: tuple = ()):
         super().__init__()
         lrn_opts = _check_options(activation, pooling, groups, dropout,
                                   widths, init, lrn_options)
@@ -147,6 +179,8 @@ class AlexNet(nn.Module):
             dropout=dropout, input_size=input_size, widths=tuple(widths),
             fc_width=fc_width, conv1_kernel=conv1_kernel,
             conv1_stride=conv1_stride, init=init)
+        if bias is not None:  # only when set, as removed below
+            self.options["bias"] = bias
         if removed:  # only when set: TwoTowerAlexNet has no such option
             self.options["removed"] = removed
         self.removed = removed
@@ -194,8 +228,7 @@ class AlexNet(nn.Module):
         self.fc7 = nn.Linear(fc_width, fc_width)
         self.relu7, self.drop7 = act(), drop()
         self.fc8 = nn.Linear(fc_width, num_classes)
-        if init == "paper":
-            init_paper_(self)
+        init_weights_(self, init, bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> pool5 output (B, 256, 6, 6)."""

@@ -21,7 +21,7 @@ from torch import nn
 from alexnet_lib.layers import LocalResponseNorm
 from alexnet_lib.models.alexnet import (
     ACTIVATIONS, POOLINGS, AlexNet, _check_options,
-    _pool5_side, check_input, conv1_padding, init_paper_)
+    _pool5_side, check_input, conv1_padding, init_weights_)
 
 __all__ = ["TwoTowerAlexNet", "default_devices"]
 
@@ -122,8 +122,7 @@ class TwoTowerAlexNet(nn.Module):
         self.input_size, self.num_classes = o["input_size"], o["num_classes"]
         self.towers = nn.ModuleList([Tower(o, lrn_opts), Tower(o, lrn_opts)])
         self.fc8 = nn.Linear(o["fc_width"], o["num_classes"])
-        if o["init"] == "paper":
-            init_paper_(self)
+        init_weights_(self, o["init"], o["bias"])
         if self.fc8.weight.device.type != "meta":  # meta: counting only
             for tower, device in zip(self.towers, self.devices):
                 tower.to(device)

@@ -1,0 +1,71 @@
+"""The ``{cpu-speed}`` directive: what two CPU cores can do, from the record.
+
+Renders ``results/benchmarks/roofline_cpu.json`` (written by
+``benchmarks/bench_roofline.py``): the measured peak FLOP/s per dtype,
+then each model's training rate as images/s and as a share of that
+peak, and LRN's share of a paper-AlexNet step. Reads JSON only, so the
+table cannot drift from the stored measurement.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.util.docutils import SphinxDirective
+
+from book_deviations import mark_generated, table
+
+RECORD = "results/benchmarks/roofline_cpu.json"
+DTYPES = {"torch.float32": "float32", "torch.bfloat16": "bf16"}
+
+
+def speed_rows(record: dict) -> list[list[str]]:
+    """Model, dtype, batch, images/s, GFLOP/s, share of peak."""
+    rows = []
+    for m in record["models"]:
+        rows.append([m["group"], m["model"], DTYPES.get(m["dtype"],
+                                                        m["dtype"]),
+                     f"{m['images_per_s']:,.0f}" if m["images_per_s"] >= 100
+                     else f"{m['images_per_s']:,.1f}",
+                     f"{m['flop_per_s'] / 1e9:,.0f}",
+                     f"{100 * m['share_of_peak']:.0f}%"])
+    return rows
+
+
+def summary(record: dict) -> str:
+    env = record["environment"]
+    peaks = ", ".join(f"{v / 1e9:,.0f} GFLOP/s in {DTYPES.get(k, k)}"
+                      for k, v in record["peak_flop_per_s"].items())
+    text = (f"Measured on {env['hardware']} with torch {env['torch']}, "
+            f"{record['date'][:10]}: the best convolution or matrix "
+            f"product reached {peaks}.")
+    inside = record.get("lrn_time_in_step") or []
+    if inside:
+        shares = "; ".join(f"{100 * r['lrn_share_of_step']:.0f}% in "
+                           f"{DTYPES.get(r['dtype'], r['dtype'])}"
+                           for r in inside)
+        text += (f" LRN, timed inside a paper-AlexNet training step, "
+                 f"takes {shares}.")
+    return text
+
+
+class CpuSpeedDirective(SphinxDirective):
+    def run(self) -> list[nodes.Node]:
+        path = Path(self.env.srcdir) / RECORD
+        mark_generated(self.env)
+        if not path.is_file():
+            return [nodes.paragraph(text="No CPU speed record yet: run "
+                                         "benchmarks/run_quiet.sh.")]
+        record = json.loads(path.read_text())
+        rows = [[[nodes.Text(c)] for c in r] for r in speed_rows(record)]
+        return [nodes.paragraph(text=summary(record)),
+                table(["Network", "Model", "dtype", "Images/s", "GFLOP/s",
+                       "Share of peak"], rows, [22, 28, 10, 12, 12, 16])]
+
+
+def setup(app: Sphinx) -> dict:
+    app.setup_extension("book_deviations")  # shared re-read bookkeeping
+    app.add_directive("cpu-speed", CpuSpeedDirective)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
