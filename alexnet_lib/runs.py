@@ -57,6 +57,8 @@ class ImagenettePlan:
     # swings up: the loss rises far above ln 10, then stays on it.
     # §6's exercise ex-results-init works this out and reruns it.
     init: str = "torch"
+    bias: float | None = None  # the init's constant biases (None: its own)
+    snapshot_epochs: tuple[int, ...] = ()  # conv weights kept (ZFNet)
 
     def __post_init__(self):
         if self.resize < self.image_size:
@@ -106,6 +108,11 @@ def train_command(plan: ImagenettePlan, out_dir: str | Path,
             "--workers", str(plan.workers), "--ten-crop", "--no-progress",
             "--model-option", f"input_size={plan.image_size}",
             "--model-option", f"init={plan.init}"]
+    if plan.bias is not None:
+        args += ["--model-option", f"bias={plan.bias}"]
+    if plan.snapshot_epochs:
+        args += ["--snapshot-epochs",
+                 ",".join(map(str, plan.snapshot_epochs))]
     if groups != 2:
         args += ["--model-option", f"groups={groups}"]
     for flag, value in (("--train-subset", plan.train_subset),
