@@ -314,6 +314,8 @@ def main(argv=None) -> dict:
                         "tensors); must come before any large tensor")
     p.add_argument("--skip", nargs="*", default=[],
                    choices=["peak", "models", "lrn"])
+    p.add_argument("--peak-from", type=Path, metavar="JSON",
+                   help="with --skip peak: take the peaks from this record")
     p.add_argument("--json", type=Path, help="write the record here")
     args = p.parse_args(argv)
     if args.huge_pages:  # read by PyTorch at its first large allocation
@@ -332,6 +334,8 @@ def main(argv=None) -> dict:
     peaks = {str(d): max([r["flop_per_s"] for r in peak
                           if r["dtype"] == str(d)] or [float("nan")])
              for d in dtypes}
+    if args.peak_from:
+        peaks = json.loads(args.peak_from.read_text())["peak_flop_per_s"]
     models = ([] if "models" in args.skip
               else model_rows(dtypes, peaks, args.quick))
     inside = ([] if "models" in args.skip
@@ -347,7 +351,9 @@ def main(argv=None) -> dict:
         "cpu_bf16_flags": sorted(cpu_flags() & {"avx512_bf16", "amx_bf16",
                                                 "amx_tile", "bf16"}),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "peak_flop_per_s": peaks, "peak": peak, "models": models,
+        "peak_flop_per_s": peaks, "peak": peak,
+        "peak_from": str(args.peak_from) if args.peak_from else None,
+        "models": models,
         "lrn_kernel": kernel_status(),
         "lrn_share": lrn_shares(models), "lrn_time_in_step": inside,
         "lrn": lrn,

@@ -9,6 +9,10 @@ PY=${PYTHON:-.venv/bin/python}
 R=results/benchmarks
 # peak FLOP/s, each model's share of it, LRN's share of a step, LRN alone
 "$PY" benchmarks/bench_roofline.py --json "$R/roofline_cpu.json"
+# the models again with the blocked PyTorch LRN kernel (what runs where no
+# C compiler is found): the before/after of the compiled kernel
+ALEXNET_LRN_KERNEL=torch "$PY" benchmarks/bench_roofline.py --skip peak lrn \
+    --peak-from "$R/roofline_cpu.json" --json "$R/roofline_cpu_blocked_lrn.json"
 # the same with 2 MiB pages for large tensors (THP_MEM_ALLOC_ENABLE=1)
 "$PY" benchmarks/bench_roofline.py --huge-pages \
     --json "$R/roofline_cpu_huge_pages.json"
