@@ -122,6 +122,9 @@ def start(chapter: str, needs: Iterable[str] = ()) -> Chapter:
                 f"once the data is in place.") from None
         described.append(describe_dataset(name, data[name]))
     nb = Chapter(chapter, profile, data, described)
+    if nb.device == "cpu":  # reuse freed activations (speed.py)
+        from alexnet_lib.speed import keep_freed_memory
+        keep_freed_memory()
     nb.show()
     return nb
 

@@ -57,4 +57,11 @@ def environment() -> dict:
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        # speed.keep_freed_memory: large freed blocks stay in the process
+        "keep_freed_memory": _malloc_kept(),
     }
+
+
+def _malloc_kept() -> bool:
+    from alexnet_lib.speed import _MALLOC_STATE
+    return bool(_MALLOC_STATE.get("applied"))

@@ -48,7 +48,7 @@ from alexnet_lib.optim import PlateauSchedule, build_optimizer
 from alexnet_lib.signals import (Shielded, StopFlag, shield_children,
                                  stop_on, stop_shielded_children,
                                  until_stopped)
-from alexnet_lib.speed import apply_speed
+from alexnet_lib.speed import apply_speed, keep_freed_memory
 
 CHECKPOINT_MINUTES = 30.0  # also save mid-epoch after this long
 
@@ -341,6 +341,8 @@ def _fit(cfg: TrainConfig, dist, stop: StopFlag, source: Path | None,
             f"input_size={info['input_size']}")
     # bf16, channels_last, compile, ...: as cfg.speed says (default off)
     model = apply_speed(model, cfg.speed, device)
+    if device.type == "cpu":  # reuse freed activations (speed.py)
+        keep_freed_memory()
     if world > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None)

@@ -112,6 +112,8 @@ def main(argv=None) -> dict:
     p.add_argument("--json", type=Path, help="also write results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from alexnet_lib.speed import keep_freed_memory
+    keep_freed_memory()  # as training does; ALEXNET_MALLOC=default: off
     torch.manual_seed(0)
 
     results = []

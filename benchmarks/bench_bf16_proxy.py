@@ -49,6 +49,8 @@ def main(argv=None) -> dict:
     p.add_argument("--json", type=Path, help="write the record here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from alexnet_lib.speed import keep_freed_memory
+    keep_freed_memory()  # as training does; ALEXNET_MALLOC=default: off
     profile = "ci" if args.quick else "cpu"
     train = load_cifar10(split="train", profile=profile,
                          subset=None if args.quick else args.train_images)

@@ -130,6 +130,8 @@ def main(argv=None) -> dict:
     if args.quick:
         args.batches, args.steps, args.repeats = 5, 3, 1
     torch.set_num_threads(args.threads)
+    from alexnet_lib.speed import keep_freed_memory
+    keep_freed_memory()  # as training does; ALEXNET_MALLOC=default: off
 
     start = time.perf_counter()
     train = load_cifar10(args.data, "train")

@@ -325,6 +325,8 @@ def main(argv=None) -> dict:
     from alexnet_lib.kernels import kernel_status
     from alexnet_lib.sysinfo import environment
     torch.set_num_threads(args.threads)
+    from alexnet_lib.speed import keep_freed_memory
+    keep_freed_memory()  # as training does; ALEXNET_MALLOC=default: off
     native = cpu_has_native_bf16()
     dtypes = [torch.float32] + ([torch.bfloat16] if native or args.bf16
                                 else [])

@@ -9,13 +9,14 @@ PY=${PYTHON:-.venv/bin/python}
 R=results/benchmarks
 # peak FLOP/s, each model's share of it, LRN's share of a step, LRN alone
 "$PY" benchmarks/bench_roofline.py --json "$R/roofline_cpu.json"
-# the models again with the blocked PyTorch LRN kernel (what runs where no
-# C compiler is found): the before/after of the compiled kernel
+# the models again as the library ran before its CPU speed-ups (blocked
+# PyTorch LRN kernel, glibc unmapping freed activations), then with only
+# the LRN kernel switched back: the before/after on one machine
+ALEXNET_LRN_KERNEL=torch ALEXNET_MALLOC=default "$PY" benchmarks/bench_roofline.py \
+    --skip peak lrn --peak-from "$R/roofline_cpu.json" \
+    --json "$R/roofline_cpu_before.json"
 ALEXNET_LRN_KERNEL=torch "$PY" benchmarks/bench_roofline.py --skip peak lrn \
     --peak-from "$R/roofline_cpu.json" --json "$R/roofline_cpu_blocked_lrn.json"
-# the same with 2 MiB pages for large tensors (THP_MEM_ALLOC_ENABLE=1)
-"$PY" benchmarks/bench_roofline.py --huge-pages \
-    --json "$R/roofline_cpu_huge_pages.json"
 # paper AlexNet with and without LRN, torchvision's, LRN vs torch's
 "$PY" benchmarks/bench_alexnet_cpu.py --json "$R/alexnet_cpu.json"
 # the CIFAR proxy end to end (in-memory data, tensor augmentation)

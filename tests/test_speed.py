@@ -1,4 +1,5 @@
 """Speed options: defaults, and each one against float32 eager."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -200,3 +201,39 @@ def test_every_option_on_cuda(option):
     result = speed.check_option(lambda: create_model("alexnet"),
                                 *_batch(n=8), option, "cuda")
     assert result["ok"], result
+
+
+def test_keep_freed_memory_changes_where_memory_comes_from_not_results(
+        tmp_path):
+    import platform
+    if platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert speed.keep_freed_memory() is True
+    assert speed.keep_freed_memory() is True  # once per process
+    from alexnet_lib.sysinfo import environment
+    assert environment()["keep_freed_memory"] is True
+    # a seeded CPU run gives the same weights, bit for bit, either way
+    code = (
+        "import hashlib, sys, torch\n"
+        "from alexnet_lib.config import TrainConfig, apply_profile\n"
+        "from alexnet_lib.train import fit\n"
+        "from alexnet_lib.speed import _MALLOC_STATE\n"
+        "cfg = apply_profile(TrainConfig(model='cifar_4layer'), 'ci')\n"
+        "cfg = cfg.replace(data__dataset='cifar10', device='cpu',\n"
+        "    max_steps=4, out_dir=sys.argv[1])\n"
+        "fit(cfg)\n"
+        "state = torch.load(sys.argv[1] + '/checkpoint.pt')['model']\n"
+        "h = hashlib.sha256()\n"
+        "for k in sorted(state): h.update(state[k].numpy().tobytes())\n"
+        "print(_MALLOC_STATE['applied'], h.hexdigest())\n")
+    outs = []
+    for malloc in ("default", "keep"):
+        env = {**os.environ, "ALEXNET_MALLOC": malloc,
+               "ALEXNET_PROFILE": "ci"}
+        done = subprocess.run([sys.executable, "-c", code,
+                               str(tmp_path / malloc)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outs.append(done.stdout.split()[-2:])
+    assert outs[0][0] == "False" and outs[1][0] == "True"
+    assert outs[0][1] == outs[1][1]

@@ -53,37 +53,48 @@ static inline uint16_t f32_to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
-/* Copy a panel (nl lines, C channels, u positions) from memory. */
+/* Copy n values between memory (float32 or bf16) and a float32 buffer. */
+static void to_f32(const void *src, int64_t at, int bf16, int64_t n,
+                   float *out) {
+    if (bf16) {
+        const uint16_t *s = (const uint16_t *)src + at;
+        for (int64_t i = 0; i < n; i++) out[i] = bf16_to_f32(s[i]);
+    } else {
+        memcpy(out, (const float *)src + at, n * sizeof(float));
+    }
+}
+
+static void from_f32(void *dst, int64_t at, int bf16, int64_t n,
+                     const float *in) {
+    if (bf16) {
+        uint16_t *d = (uint16_t *)dst + at;
+        for (int64_t i = 0; i < n; i++) d[i] = f32_to_bf16(in[i]);
+    } else {
+        memcpy((float *)dst + at, in, n * sizeof(float));
+    }
+}
+
+/* Copy a panel (nl lines, C channels, u positions) from memory. With
+ * L = 1 the panel is one contiguous run (lines are rows of C channels);
+ * otherwise each channel's u positions are. */
 static void load(const void *src, int64_t base, const lrn_opts *o, int64_t nl,
                  int64_t u, float *dst) {
-    const int64_t C = o->C, L = o->L;
-    for (int64_t line = 0; line < nl; line++)
-        for (int64_t c = 0; c < C; c++) {
-            int64_t at = base + line * C * L + c * L;
-            float *out = dst + (line * C + c) * u;
-            if (o->bf16) {
-                const uint16_t *s = (const uint16_t *)src + at;
-                for (int64_t t = 0; t < u; t++) out[t] = bf16_to_f32(s[t]);
-            } else {
-                memcpy(out, (const float *)src + at, u * sizeof(float));
-            }
-        }
+    if (o->L == 1) {
+        to_f32(src, base, o->bf16, nl * o->C, dst);
+        return;
+    }
+    for (int64_t c = 0; c < o->C; c++)
+        to_f32(src, base + c * o->L, o->bf16, u, dst + c * u);
 }
 
 static void store(void *dst, int64_t base, const lrn_opts *o, int64_t nl,
                   int64_t u, const float *src) {
-    const int64_t C = o->C, L = o->L;
-    for (int64_t line = 0; line < nl; line++)
-        for (int64_t c = 0; c < C; c++) {
-            int64_t at = base + line * C * L + c * L;
-            const float *in = src + (line * C + c) * u;
-            if (o->bf16) {
-                uint16_t *d = (uint16_t *)dst + at;
-                for (int64_t t = 0; t < u; t++) d[t] = f32_to_bf16(in[t]);
-            } else {
-                memcpy((float *)dst + at, in, u * sizeof(float));
-            }
-        }
+    if (o->L == 1) {
+        from_f32(dst, base, o->bf16, nl * o->C, src);
+        return;
+    }
+    for (int64_t c = 0; c < o->C; c++)
+        from_f32(dst, base + c * o->L, o->bf16, u, src + c * u);
 }
 
 /* out[line][i] = sum_j padded[line][i + j*u], j = 0 .. n-1, where padded
