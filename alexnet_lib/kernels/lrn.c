@@ -98,10 +98,31 @@ static void store(void *dst, int64_t base, const lrn_opts *o, int64_t nl,
 }
 
 /* out[line][i] = sum_j padded[line][i + j*u], j = 0 .. n-1, where padded
- * holds `pad_lo` zero channels, then the C channels of `v`, then zeros. */
+ * holds `pad_lo` zero channels, then the C channels of `v`, then zeros.
+ * With u = 1 (many short lines) the padded lines sit end to end and the
+ * sums run over all of them at once; a sum never reaches past its own
+ * line's pads, and the results are then packed line after line. */
 static void window_sum(const float *v, int64_t nl, int64_t u, int64_t C,
                        int64_t n, int64_t pad_lo, float *padded, float *out) {
     const int64_t len = C * u, plen = (C + n - 1) * u;
+    if (u == 1 && nl > 1) {
+        const int64_t pad_hi = n - 1 - pad_lo;
+        for (int64_t line = 0; line < nl; line++) {
+            float *p = padded + line * plen;
+            for (int64_t i = 0; i < pad_lo; i++) p[i] = 0.0f;
+            memcpy(p + pad_lo, v + line * C, C * sizeof(float));
+            for (int64_t i = 0; i < pad_hi; i++) p[pad_lo + C + i] = 0.0f;
+        }
+        const int64_t m = nl * plen - (n - 1);
+        memcpy(out, padded, m * sizeof(float));
+        for (int64_t j = 1; j < n; j++) {
+            const float *q = padded + j;
+            for (int64_t i = 0; i < m; i++) out[i] += q[i];
+        }
+        for (int64_t line = 1; line < nl; line++)
+            memmove(out + line * C, out + line * plen, C * sizeof(float));
+        return;
+    }
     for (int64_t line = 0; line < nl; line++) {
         float *p = padded + line * plen;
         float *s = out + line * len;
