@@ -1,4 +1,5 @@
 """The project's set-up files agree with each other."""
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -61,3 +62,17 @@ def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in readme and "make test" in ci
+
+
+def test_readme_quotes_the_recorded_init_comparison():
+    # the README's numbers for its first command come from the record
+    record = json.loads((REPO / "results" /
+                         "init_comparison_224.json").read_text())
+    runs = record["details"]["conditions"]
+    readme = (REPO / "README.md").read_text()
+    paper = runs["paper"]["val_top1_error"][-1]
+    bias = runs["bias 0.1"]["val_top1_error"][-1]
+    assert paper >= 0.88 and bias < 0.8  # at chance, and learning
+    assert f"top-1 error {paper:.3f} after three epochs" in readme
+    assert f"with 0.1, Caffe's value, it learns ({bias:.3f})" in readme
+    assert "--profile cpu --model-option bias=0.1" in readme

@@ -74,128 +74,137 @@ static void from_f32(void *dst, int64_t at, int bf16, int64_t n,
     }
 }
 
-/* Copy a panel (nl lines, C channels, u positions) from memory. With
- * L = 1 the panel is one contiguous run (lines are rows of C channels);
- * otherwise each channel's u positions are. */
-static void load(const void *src, int64_t base, const lrn_opts *o, int64_t nl,
-                 int64_t u, float *dst) {
-    if (o->L == 1) {
-        to_f32(src, base, o->bf16, nl * o->C, dst);
-        return;
-    }
-    for (int64_t c = 0; c < o->C; c++)
-        to_f32(src, base + c * o->L, o->bf16, u, dst + c * u);
-}
+/* A panel in "padded coordinates": line `line`, channel c, position t
+ * sits at line*plen + (c + off)*stride + t, where plen = (C + n - 1)*u
+ * and stride = u (the distance between channels). `off` channels of
+ * zeros come before each line's C channels and n - 1 - off after, so a
+ * window sum is the same array shifted by multiples of `stride`, with
+ * no bounds to test. With L > 1 a panel is one line (nl = 1) of up to
+ * PANEL positions; with L = 1 (channels_last) it is up to PANEL lines of
+ * one position, end to end. */
+typedef struct {
+    int64_t base, nl, u, stride, plen, total, valid;
+} panel_t;
 
-static void store(void *dst, int64_t base, const lrn_opts *o, int64_t nl,
-                  int64_t u, const float *src) {
-    if (o->L == 1) {
-        from_f32(dst, base, o->bf16, nl * o->C, src);
-        return;
-    }
-    for (int64_t c = 0; c < o->C; c++)
-        from_f32(dst, base + c * o->L, o->bf16, u, src + c * u);
-}
-
-/* out[line][i] = sum_j padded[line][i + j*u], j = 0 .. n-1, where padded
- * holds `pad_lo` zero channels, then the C channels of `v`, then zeros.
- * With u = 1 (many short lines) the padded lines sit end to end and the
- * sums run over all of them at once; a sum never reaches past its own
- * line's pads, and the results are then packed line after line. */
-static void window_sum(const float *v, int64_t nl, int64_t u, int64_t C,
-                       int64_t n, int64_t pad_lo, float *padded, float *out) {
-    const int64_t len = C * u, plen = (C + n - 1) * u;
-    if (u == 1 && nl > 1) {
-        const int64_t pad_hi = n - 1 - pad_lo;
-        for (int64_t line = 0; line < nl; line++) {
-            float *p = padded + line * plen;
-            for (int64_t i = 0; i < pad_lo; i++) p[i] = 0.0f;
-            memcpy(p + pad_lo, v + line * C, C * sizeof(float));
-            for (int64_t i = 0; i < pad_hi; i++) p[pad_lo + C + i] = 0.0f;
-        }
-        const int64_t m = nl * plen - (n - 1);
-        memcpy(out, padded, m * sizeof(float));
-        for (int64_t j = 1; j < n; j++) {
-            const float *q = padded + j;
-            for (int64_t i = 0; i < m; i++) out[i] += q[i];
-        }
-        for (int64_t line = 1; line < nl; line++)
-            memmove(out + line * C, out + line * plen, C * sizeof(float));
-        return;
-    }
-    for (int64_t line = 0; line < nl; line++) {
-        float *p = padded + line * plen;
-        float *s = out + line * len;
-        memset(p, 0, plen * sizeof(float));
-        memcpy(p + pad_lo * u, v + line * len, len * sizeof(float));
-        memcpy(s, p, len * sizeof(float));
-        for (int64_t j = 1; j < n; j++) {
-            const float *q = p + j * u;
-            for (int64_t i = 0; i < len; i++) s[i] += q[i];
-        }
-    }
-}
-
-/* d = k + alpha * S(a*a) and p = d ** -beta over m elements. */
-static void denominator(const float *a, int64_t nl, int64_t u,
-                        const lrn_opts *o, float *sq, float *padded,
-                        float *d, float *p) {
-    const int64_t m = nl * o->C * u;
-    for (int64_t i = 0; i < m; i++) sq[i] = a[i] * a[i];
-    window_sum(sq, nl, u, o->C, o->n, o->before, padded, d);
-    const float k = o->k, alpha = o->alpha, beta = o->beta;
-    for (int64_t i = 0; i < m; i++) d[i] = k + alpha * d[i];
-    if (beta == 0.75f) {
-        for (int64_t i = 0; i < m; i++) p[i] = 1.0f / sqrtf(d[i] * sqrtf(d[i]));
-    } else if (beta == 0.5f) {
-        for (int64_t i = 0; i < m; i++) p[i] = 1.0f / sqrtf(d[i]);
-    } else {
-        for (int64_t i = 0; i < m; i++) p[i] = powf(d[i], -beta);
-    }
-}
-
-/* The panel at index `panel`: its first element, lines and width. */
-static void panel_at(int64_t panel, int64_t R, const lrn_opts *o,
-                     int64_t *base, int64_t *nl, int64_t *u) {
+static panel_t panel_at(int64_t panel, int64_t R, const lrn_opts *o) {
+    panel_t p;
     if (o->L > 1) {
         int64_t per_row = (o->L + PANEL - 1) / PANEL;
         int64_t r = panel / per_row, l0 = (panel % per_row) * PANEL;
-        *base = r * o->C * o->L + l0;
-        *nl = 1;
-        *u = o->L - l0 < PANEL ? o->L - l0 : PANEL;
+        p.base = r * o->C * o->L + l0;
+        p.nl = 1;
+        p.u = o->L - l0 < PANEL ? o->L - l0 : PANEL;
     } else {
         int64_t r0 = panel * PANEL;
-        *base = r0 * o->C;
-        *nl = R - r0 < PANEL ? R - r0 : PANEL;
-        *u = 1;
+        p.base = r0 * o->C;
+        p.nl = R - r0 < PANEL ? R - r0 : PANEL;
+        p.u = 1;
     }
+    p.stride = p.u;
+    p.plen = (o->C + o->n - 1) * p.u;
+    p.total = p.nl * p.plen;
+    /* outputs are computed for i in [0, valid): every (line, c, t) with
+     * i = line*plen + c*stride + t; with several lines the few indices
+     * that fall on pads are computed too and never stored */
+    p.valid = (p.nl - 1) * p.plen + o->C * p.u;
+    return p;
+}
+
+/* Read the panel's values into `dst` in padded coordinates with `off`
+ * leading zero channels; every pad is zeroed. */
+static void load(const void *src, const lrn_opts *o, const panel_t *p,
+                 int64_t off, float *dst) {
+    const int64_t C = o->C, lead = off * p->stride;
+    const int64_t trail = (o->n - 1 - off) * p->stride;
+    for (int64_t line = 0; line < p->nl; line++) {
+        float *row = dst + line * p->plen;
+        memset(row, 0, lead * sizeof(float));
+        memset(row + lead + C * p->u, 0, trail * sizeof(float));
+        if (o->L == 1) {
+            to_f32(src, p->base + line * C, o->bf16, C, row + lead);
+        } else {
+            for (int64_t c = 0; c < C; c++)
+                to_f32(src, p->base + c * o->L, o->bf16, p->u,
+                       row + lead + c * p->u);
+        }
+    }
+}
+
+/* Write outputs i = line*plen + c*stride + t of `src` to memory. */
+static void store(void *dst, const lrn_opts *o, const panel_t *p,
+                  const float *src) {
+    const int64_t C = o->C;
+    for (int64_t line = 0; line < p->nl; line++) {
+        const float *row = src + line * p->plen;
+        if (o->L == 1) {
+            from_f32(dst, p->base + line * C, o->bf16, C, row);
+        } else {
+            for (int64_t c = 0; c < C; c++)
+                from_f32(dst, p->base + c * o->L, o->bf16, p->u,
+                         row + c * p->u);
+        }
+    }
+}
+
+/* out[i] = q[i] + q[i + stride] + ... + q[i + (n-1)*stride], i < m, the
+ * terms added in that order (as the PyTorch reference adds them). */
+static void window_sum(const float *q, int64_t m, int64_t stride, int64_t n,
+                       float *out) {
+    if (n == 5) { /* the paper's n: one pass */
+        const float *q1 = q + stride, *q2 = q + 2 * stride,
+                    *q3 = q + 3 * stride, *q4 = q + 4 * stride;
+        for (int64_t i = 0; i < m; i++)
+            out[i] = (((q[i] + q1[i]) + q2[i]) + q3[i]) + q4[i];
+        return;
+    }
+    memcpy(out, q, m * sizeof(float));
+    for (int64_t j = 1; j < n; j++) {
+        const float *qj = q + j * stride;
+        for (int64_t i = 0; i < m; i++) out[i] += qj[i];
+    }
+}
+
+static inline float neg_pow(float d, float beta) {
+    if (beta == 0.75f) return 1.0f / sqrtf(d * sqrtf(d));
+    if (beta == 0.5f) return 1.0f / sqrtf(d);
+    return powf(d, -beta);
 }
 
 int64_t lrn_panels(int64_t R, int64_t L) {
     return L > 1 ? R * ((L + PANEL - 1) / PANEL) : (R + PANEL - 1) / PANEL;
 }
 
-static float *scratch(const lrn_opts *o, int count) {
-    /* each buffer: PANEL lines or positions of C + n - 1 channels */
-    return malloc((size_t)count * PANEL * (o->C + o->n - 1) * sizeof(float));
+static float *scratch(const lrn_opts *o, int count, int64_t *stride) {
+    /* each buffer: a panel in padded coordinates */
+    *stride = PANEL * (o->C + o->n - 1);
+    return malloc((size_t)count * *stride * sizeof(float));
 }
 
 /* Forward over panels [first, last). Returns 0, or -1 if out of memory. */
 int lrn_forward(const void *x, void *y, int64_t R, int64_t first,
                 int64_t last, const lrn_opts *o) {
-    const int64_t stride = PANEL * (o->C + o->n - 1);
-    float *buf = scratch(o, 5);
+    int64_t size;
+    float *buf = scratch(o, 3, &size);
     if (!buf) return -1;
-    float *a = buf, *sq = buf + stride, *padded = buf + 2 * stride,
-          *d = buf + 3 * stride, *p = buf + 4 * stride;
+    float *a = buf, *q = buf + size, *s = buf + 2 * size;
+    const float k = o->k, alpha = o->alpha, beta = o->beta;
     for (int64_t panel = first; panel < last; panel++) {
-        int64_t base, nl, u;
-        panel_at(panel, R, o, &base, &nl, &u);
-        const int64_t m = nl * o->C * u;
-        load(x, base, o, nl, u, a);
-        denominator(a, nl, u, o, sq, padded, d, p);
-        for (int64_t i = 0; i < m; i++) p[i] = a[i] * p[i];
-        store(y, base, o, nl, u, p);
+        panel_t p = panel_at(panel, R, o);
+        const int64_t off = o->before * p.stride;
+        load(x, o, &p, o->before, a);
+        for (int64_t i = 0; i < p.total; i++) q[i] = a[i] * a[i];
+        window_sum(q, p.valid, p.stride, o->n, s);
+        const float *av = a + off;
+        if (beta == 0.75f) {
+            for (int64_t i = 0; i < p.valid; i++) {
+                float d = k + alpha * s[i];
+                s[i] = av[i] * (1.0f / sqrtf(d * sqrtf(d)));
+            }
+        } else {
+            for (int64_t i = 0; i < p.valid; i++)
+                s[i] = av[i] * neg_pow(k + alpha * s[i], beta);
+        }
+        store(y, o, &p, s);
     }
     free(buf);
     return 0;
@@ -204,29 +213,39 @@ int lrn_forward(const void *x, void *y, int64_t R, int64_t first,
 /* Backward over panels [first, last): gx from x and the gradient g. */
 int lrn_backward(const void *x, const void *g, void *gx, int64_t R,
                  int64_t first, int64_t last, const lrn_opts *o) {
-    const int64_t stride = PANEL * (o->C + o->n - 1);
-    float *buf = scratch(o, 6);
+    int64_t size;
+    float *buf = scratch(o, 5, &size);
     if (!buf) return -1;
-    float *a = buf, *gr = buf + stride, *sq = buf + 2 * stride,
-          *padded = buf + 3 * stride, *d = buf + 4 * stride,
-          *p = buf + 5 * stride;
-    const float coef = -2.0f * o->alpha * o->beta;
+    float *a = buf, *gr = buf + size, *q = buf + 2 * size,
+          *s = buf + 3 * size, *w = buf + 4 * size;
+    const float k = o->k, alpha = o->alpha, beta = o->beta;
+    const float coef = -2.0f * alpha * beta;
     for (int64_t panel = first; panel < last; panel++) {
-        int64_t base, nl, u;
-        panel_at(panel, R, o, &base, &nl, &u);
-        const int64_t m = nl * o->C * u;
-        load(x, base, o, nl, u, a);
-        load(g, base, o, nl, u, gr);
-        denominator(a, nl, u, o, sq, padded, d, p);
-        for (int64_t i = 0; i < m; i++) {
-            float t = gr[i] * p[i];  /* g * p */
-            gr[i] = t;
-            sq[i] = t * a[i] / d[i]; /* g * p * a / d */
+        panel_t p = panel_at(panel, R, o);
+        const int64_t off = o->before * p.stride;
+        const int64_t woff = o->after * p.stride; /* S' swaps the sides */
+        load(x, o, &p, o->before, a);
+        load(g, o, &p, o->before, gr);
+        for (int64_t i = 0; i < p.total; i++) q[i] = a[i] * a[i];
+        window_sum(q, p.valid, p.stride, o->n, s);
+        const float *av = a + off, *gv = gr + off;
+        /* s becomes g * p; w (padded for S') g * p * a / d. Where i
+         * falls on a pad, a and g are 0, so both are 0 there too. */
+        memset(w, 0, woff * sizeof(float));
+        float *wv = w + woff;
+        for (int64_t i = 0; i < p.valid; i++) {
+            float d = k + alpha * s[i];
+            float t = gv[i] * neg_pow(d, beta);
+            s[i] = t;
+            wv[i] = t * av[i] / d;
         }
-        /* S' pads `after` channels before and `before` after */
-        window_sum(sq, nl, u, o->C, o->n, o->after, padded, d);
-        for (int64_t i = 0; i < m; i++) gr[i] = gr[i] + coef * d[i] * a[i];
-        store(gx, base, o, nl, u, gr);
+        memset(wv + p.valid, 0,
+               (p.total - p.valid - woff > 0 ? p.total - p.valid - woff
+                                             : 0) * sizeof(float));
+        window_sum(w, p.valid, p.stride, o->n, q);
+        for (int64_t i = 0; i < p.valid; i++)
+            s[i] = s[i] + coef * q[i] * av[i];
+        store(gx, o, &p, s);
     }
     free(buf);
     return 0;
