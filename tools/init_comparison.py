@@ -90,8 +90,8 @@ def main(argv=None) -> int:
         claim="the paper's initialisation (N(0, 0.01), biases 1) trains "
               "the full-size network (§5)",
         paper="trains (ImageNet, 1000 classes)",
-        ours={c: f"val top-1 error {e:.3f} after 3 epochs"
-              for c, e in final.items()},
+        ours="val top-1 error after 3 epochs: " + ", ".join(
+            f"{c} {e:.3f}" for c, e in final.items()),
         profile="cpu",
         data=f"Imagenette ({Path(args.data).name}), 5,000 training and "
              f"1,000 validation images, 224x224",
