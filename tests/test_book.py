@@ -121,6 +121,24 @@ def test_scorecard_lists_every_result(build):
                 else str(record["ours"])) in text, path
 
 
+def test_preface_shows_what_two_cores_can_do(build):
+    # the {cpu-speed} table: one row per model of the roofline record,
+    # rendered as an HTML table with the record's numbers
+    from book_speed import speed_rows, summary
+    record = json.loads((REPO / "results" / "benchmarks" /
+                         "roofline_cpu.json").read_text())
+    page = html.unescape(read(build[0], "book/preface"))
+    section = page[page.index('id="what-two-cpu-cores-can-do"'):]
+    table = section[section.index("<table"):section.index("</table>")]
+    assert "Share of peak" in table
+    rows = speed_rows(record)
+    assert len(rows) == len(record["models"]) >= 4
+    assert table.count("<tr") == len(rows) + 1  # and the header
+    for row in rows:
+        assert f"<td><p>{row[3]}</p></td>" in table  # images/s
+    assert summary(record).split(":")[0] in section
+
+
 def test_math_uses_local_mathjax_when_vendored(build):
     html, _ = build
     page = read(html, "book/deviations")
