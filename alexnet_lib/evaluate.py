@@ -93,3 +93,58 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str,
             "top5_error": 1.0 - sums[2].item() / n,
             "loss": sums[0].item() / n,
             "n": int(sums[3].item())}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Iterable, device: torch.device | str,
+            ten_crop: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities (N, C), labels (N,)) of every image of ``loader``,
+    on the CPU, in loader order: the softmax, averaged over the ten
+    patches with ``ten_crop`` (§4.1). For looking at the errors; the
+    error rates themselves come from :func:`evaluate`."""
+    net = unwrap(model)
+    was_training = net.training
+    net.eval()
+    probs, labels = [], []
+    with torch.random.fork_rng(devices=[]):
+        for x, y in loader:
+            x = x.to(device, non_blocking=True)
+            if ten_crop:
+                if x.dim() != 5 or x.shape[1] != 10:
+                    raise ValueError(f"ten_crop expects x of shape "
+                                     f"(B, 10, 3, S, S), got "
+                                     f"{tuple(x.shape)}")
+                p = net(x.flatten(0, 1)).float().softmax(1)
+                p = p.view(x.shape[0], 10, -1).mean(1)
+            else:
+                p = net(x).float().softmax(1)
+            probs.append(p.cpu())
+            labels.append(torch.as_tensor(y).cpu())
+    net.train(was_training)
+    return torch.cat(probs), torch.cat(labels)
+
+
+def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor,
+                     num_classes: int) -> torch.Tensor:
+    """(C, C) int64 counts: row = true class, column = predicted class."""
+    predicted, labels = predicted.long().flatten(), labels.long().flatten()
+    if predicted.shape != labels.shape:
+        raise ValueError(f"{predicted.numel()} predictions for "
+                         f"{labels.numel()} labels")
+    if predicted.numel() and max(predicted.max(), labels.max()) >= \
+            num_classes:
+        raise ValueError(f"a class index is >= num_classes={num_classes}")
+    flat = labels * num_classes + predicted
+    return torch.bincount(flat, minlength=num_classes ** 2).view(
+        num_classes, num_classes)
+
+
+def most_confused(matrix: torch.Tensor, k: int = 5
+                  ) -> list[tuple[int, int, int]]:
+    """The k largest off-diagonal cells as (true, predicted, count),
+    largest first (ties: lower true class, then lower predicted)."""
+    c = matrix.shape[0]
+    cells = [(int(matrix[i, j]), i, j) for i in range(c) for j in range(c)
+             if i != j and matrix[i, j] > 0]
+    cells.sort(key=lambda t: (-t[0], t[1], t[2]))
+    return [(i, j, n) for n, i, j in cells[:k]]

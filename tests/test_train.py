@@ -242,3 +242,32 @@ def test_a_run_at_chance_says_so():
     assert line.startswith("at chance for 2 epoch(s): val top-1 error "
                            "0.900 is what guessing gives with 10 classes")
     assert "--model-option bias=0.1" in line and "\n" not in line
+
+
+def test_predict_confusion_and_most_confused():
+    from alexnet_lib.evaluate import confusion_matrix, most_confused, predict
+    # a "model" that returns fixed logits: class = argmax of the input
+    net = nn.Flatten()
+    x = torch.tensor([[5., 0, 0], [0, 5, 0], [0, 5, 0], [0, 0, 5],
+                      [5, 0, 0], [0, 5, 0]])
+    y = torch.tensor([0, 1, 0, 2, 2, 0])
+    probs, labels = predict(net, [(x[:4], y[:4]), (x[4:], y[4:])], "cpu")
+    assert probs.shape == (6, 3) and torch.equal(labels, y)
+    torch.testing.assert_close(probs.sum(1), torch.ones(6))
+    cm = confusion_matrix(probs.argmax(1), labels, 3)
+    assert cm.tolist() == [[1, 2, 0], [0, 1, 0], [1, 0, 1]]
+    assert cm.sum() == 6 and cm.trace() == 3
+    # the errors: true 0 seen as 1 twice, true 2 seen as 0 once
+    assert most_confused(cm, 5) == [(0, 1, 2), (2, 0, 1)]
+    # ten patches: the softmax of the ten is averaged, as evaluate does
+    ten = x[:, None].expand(6, 10, 3).clone()
+    ten[:, 5:] = 0  # half the patches say nothing
+    p10, _ = predict(nn.Flatten(2), [(ten.view(6, 10, 3, 1, 1), y)], "cpu",
+                     ten_crop=True)
+    torch.testing.assert_close(p10, (probs + 1 / 3) / 2)
+    out = evaluate(nn.Flatten(2), [(ten.view(6, 10, 3, 1, 1), y)], "cpu",
+                   ten_crop=True)
+    assert out["top1_error"] == pytest.approx(
+        (p10.argmax(1) != y).float().mean().item())
+    with pytest.raises(ValueError, match="5 predictions for 6 labels"):
+        confusion_matrix(torch.zeros(5), y, 3)
