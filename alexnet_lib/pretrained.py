@@ -24,6 +24,7 @@ from alexnet_lib.evaluate import topk_correct
 from alexnet_lib.models.owt import PretrainedWeightsError, alexnet_owt
 
 __all__ = ["PretrainedOWT", "load_pretrained_owt", "owt_transform",
+           "outside_ilsvrc_train",
            "imagenet_class_indices", "score_on_imagenet_classes"]
 
 
@@ -88,6 +89,19 @@ def imagenet_class_indices(synsets: list[str],
         raise ValueError(f"synsets not among the 1000 ILSVRC classes: "
                          f"{missing}")
     return [position[s] for s in synsets]
+
+
+def outside_ilsvrc_train(paths) -> list[bool]:
+    """For each image path: True when the image is not an ILSVRC-2012
+    training image, so weights trained on ILSVRC-2012 have not seen it.
+
+    Imagenette reuses ImageNet's file names: ``ILSVRC2012_val_*.JPEG``
+    came from the ILSVRC-2012 validation set, ``n<synset>_<k>.JPEG``
+    from its training set (1,866 of the 2,000 validation images of the
+    224 px copy). Scoring pretrained ImageNet weights on the latter
+    would test them on images they were trained on.
+    """
+    return [Path(p).name.startswith("ILSVRC2012_val_") for p in paths]
 
 
 @torch.no_grad()

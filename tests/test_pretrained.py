@@ -82,3 +82,11 @@ def test_owt_transform_is_torchvisions_224_crop():
     t = owt_transform()
     x = t(torch.randint(0, 256, (3, 300, 400), dtype=torch.uint8))
     assert x.shape == (3, 224, 224) and x.dtype == torch.float32
+
+
+def test_outside_ilsvrc_train_reads_imagenets_file_names():
+    from alexnet_lib.pretrained import outside_ilsvrc_train
+    names = ["val/n01440764/ILSVRC2012_val_00009111.JPEG",
+             "val/n01440764/n01440764_10042.JPEG",
+             "ILSVRC2012_val_00000001.JPEG", "x/n03000684_1.JPEG"]
+    assert outside_ilsvrc_train(names) == [True, False, True, False]
