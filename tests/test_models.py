@@ -16,7 +16,7 @@ from alexnet_lib.models import (AlexNet, CifarNet4Layer,
 from alexnet_lib.models import owt as owt_module
 from alexnet_lib.models.alexnet import conv1_padding
 
-PAPER_LAYER_PARAMS = {  # facts §1.6, anchors B2
+PAPER_LAYER_PARAMS = {  # §3.5 and Fig. 2, counted by hand
     "conv1": 34_944, "conv2": 307_456, "conv3": 885_120,
     "conv4": 663_936, "conv5": 442_624, "fc6": 37_752_832,
     "fc7": 16_781_312, "fc8": 4_097_000}

@@ -99,7 +99,7 @@ def _imagenet_loaders(cfg, rank, world_size, device="cpu"):
     # 256x256 mean image first is exact (Caffe crops the mean with the
     # image).
     # DEVIATION: PCA lighting uses the published ImageNet eigenpairs
-    # (fb.resnet.torch, anchors B8) instead of a pass over our training
+    # (fb.resnet.torch) instead of a pass over our training
     # set; the augmentation notebook recomputes and compares them.
     pca = (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC)
     sampler = ResumableBatchSampler(len(train), batch, shuffle=True,

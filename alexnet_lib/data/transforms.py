@@ -15,7 +15,7 @@ from torchvision.transforms.v2 import functional as F
 from ..config import cache_root
 from .files import atomic_save, load_cached
 
-# fb.resnet.torch datasets/imagenet.lua (anchors B8): eigenvalues and
+# fb.resnet.torch datasets/imagenet.lua: eigenvalues and
 # eigenvectors (columns) of the RGB covariance over ImageNet train,
 # for pixels scaled to [0, 1].
 IMAGENET_PCA_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])

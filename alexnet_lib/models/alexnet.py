@@ -5,9 +5,10 @@ conv5 only see the kernel maps on their own GPU (``groups=2``); ReLU,
 then response normalization, then overlapping max-pooling after conv1
 and conv2; max-pooling after conv5; dropout on fc6 and fc7.
 
-Input size (facts §2a.1): ``input_size=224`` (default) follows the
-author's cuda-convnet, whose conv output size is 1 + ceil((S - 11) / 4)
-= 55: its last window hangs 3 pixels over the right and bottom edges,
+Input size (the paper says 224; its 55x55 conv1 maps need 227 or
+padding): ``input_size=224`` (default) follows the author's
+cuda-convnet, whose conv output size is 1 + ceil((S - 11) / 4) = 55:
+its last window hangs 3 pixels over the right and bottom edges,
 which read as zeros. ``pad1`` makes those zeros explicit. With
 ``input_size=227`` (Caffe) the windows fit and ``pad1`` does nothing.
 Either way: 55 -> 27 -> 27 -> 13 -> 13 -> 6, and 6*6*256 = 9216 into fc6.
@@ -26,7 +27,7 @@ __all__ = ["AlexNet", "PAPER_LRN", "init_paper_", "init_caffe_",
 
 PAPER_WIDTHS = (96, 256, 384, 384, 256)  # kernels in conv1..conv5, §3.5
 PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)  # §3.3
-BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")  # §5, facts §2a.7
+BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")  # §5
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 POOLINGS = {"overlapping": (3, 2), "non_overlapping": (2, 2)}  # (z, s)
 INITS = ("paper", "caffe", "torch")

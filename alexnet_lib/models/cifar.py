@@ -17,7 +17,7 @@ cuda-convnet conventions kept here: pool output size is
 1 + ceil((S - size) / stride) (``ceil_mode=True``); average pooling
 divides by size**2 even where the window hangs over the edge
 (``divisor_override``); cmrnorm divides scale by size and uses k = 1
-(anchors B4); weights ~ N(0, initW), biases 0. cuda-convnet's relu on
+(cuda-convnet's cmrnorm); weights ~ N(0, initW), biases 0. cuda-convnet's relu on
 a pool layer comes after the max, which equals act-then-max for any
 increasing activation.
 """
