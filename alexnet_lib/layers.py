@@ -14,7 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["local_response_norm", "LocalResponseNorm",
-           "LocallyConnected2d"]
+           "LocallyConnected2d", "PAPER_LRN"]
+
+# §3.3: "k = 2, n = 5, alpha = 10^-4, and beta = 0.75", the one place
+# these constants are written; the defaults below and AlexNet use them.
+PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
 
 
 def _channel_window_sum(sq: torch.Tensor, before: int,
@@ -283,8 +287,10 @@ def _compiling() -> bool:
     return bool(is_compiling and is_compiling())
 
 
-def local_response_norm(x: torch.Tensor, size: int = 5, alpha: float = 1e-4,
-                        beta: float = 0.75, k: float = 2.0,
+def local_response_norm(x: torch.Tensor, size: int = PAPER_LRN["size"],
+                        alpha: float = PAPER_LRN["alpha"],
+                        beta: float = PAPER_LRN["beta"],
+                        k: float = PAPER_LRN["k"],
                         scale_by_size: bool = False,
                         groups: int = 1) -> torch.Tensor:
     """Local response normalization across channels. Paper: §3.3.
@@ -342,8 +348,9 @@ class LocalResponseNorm(nn.Module):
     alpha, beta, k)`` (cuda-convnet / Caffe convention).
     """
 
-    def __init__(self, size: int = 5, alpha: float = 1e-4,
-                 beta: float = 0.75, k: float = 2.0,
+    def __init__(self, size: int = PAPER_LRN["size"],
+                 alpha: float = PAPER_LRN["alpha"],
+                 beta: float = PAPER_LRN["beta"], k: float = PAPER_LRN["k"],
                  scale_by_size: bool = False, groups: int = 1):
         super().__init__()
         if size < 1 or groups < 1:

@@ -20,13 +20,12 @@ import math
 import torch
 from torch import nn
 
-from alexnet_lib.layers import LocalResponseNorm
+from alexnet_lib.layers import PAPER_LRN, LocalResponseNorm
 
 __all__ = ["AlexNet", "PAPER_LRN", "init_paper_", "init_caffe_",
            "init_weights_", "feature_map_shapes"]
 
 PAPER_WIDTHS = (96, 256, 384, 384, 256)  # kernels in conv1..conv5, §3.5
-PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)  # §3.3
 BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")  # §5
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 POOLINGS = {"overlapping": (3, 2), "non_overlapping": (2, 2)}  # (z, s)
