@@ -23,7 +23,8 @@ from torch import nn
 from alexnet_lib.layers import PAPER_LRN, LocalResponseNorm
 
 __all__ = ["AlexNet", "PAPER_LRN", "init_paper_", "init_caffe_",
-           "init_weights_", "feature_map_shapes"]
+           "init_weights_", "feature_map_shapes", "check_options",
+           "check_removed", "pool5_side", "conv1_padding", "check_input"]
 
 PAPER_WIDTHS = (96, 256, 384, 384, 256)  # kernels in conv1..conv5, §3.5
 BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")  # §5
@@ -48,9 +49,10 @@ def conv1_padding(input_size: int, kernel: int = 11, stride: int = 4) -> int:
     return (out - 1) * stride + kernel - input_size
 
 
-def _check_options(activation, pooling, groups, dropout, widths, init,
-                   lrn_options) -> dict:
-    """Validate the shared AlexNet options; return the full LRN options."""
+def check_options(activation, pooling, groups, dropout, widths, init,
+                  lrn_options) -> dict:
+    """Validate the options AlexNet and TwoTowerAlexNet share; return
+    the full LRN options."""
     def choose(name, value, choices):
         if value not in choices:
             raise ValueError(f"{name}={value!r} is not one of "
@@ -76,7 +78,7 @@ def _check_options(activation, pooling, groups, dropout, widths, init,
     return {**lrn, **(lrn_options or {})}
 
 
-def _check_removed(removed) -> tuple:
+def check_removed(removed) -> tuple:
     """The removed layers as a sorted tuple; unknown names raise."""
     if isinstance(removed, str):
         removed = (removed,)
@@ -169,9 +171,9 @@ class AlexNet(nn.Module):
                  init: str = "paper", bias: float | None = None,
                  removed: tuple = ()):
         super().__init__()
-        lrn_opts = _check_options(activation, pooling, groups, dropout,
-                                  widths, init, lrn_options)
-        removed = _check_removed(removed)
+        lrn_opts = check_options(activation, pooling, groups, dropout,
+                                 widths, init, lrn_options)
+        removed = check_removed(removed)
         # the constructor's arguments, to rebuild the same architecture
         self.options = dict(
             num_classes=num_classes, activation=activation, lrn=lrn,
@@ -221,8 +223,8 @@ class AlexNet(nn.Module):
             setattr(self, "relu" + name[-1], nn.Identity())
         self.conv5 = nn.Conv2d(c5_in, w5, 3, padding=1, groups=groups)
         self.relu5, self.pool5 = act(), nn.MaxPool2d(z, s)
-        side = _pool5_side(input_size + pad, conv1_kernel, conv1_stride,
-                           z, s)
+        side = pool5_side(input_size + pad, conv1_kernel, conv1_stride,
+                          z, s)
         self.fc6 = nn.Linear(w5 * side * side, fc_width)
         self.relu6, self.drop6 = act(), drop()
         self.fc7 = nn.Linear(fc_width, fc_width)
@@ -263,7 +265,7 @@ def check_input(x: torch.Tensor, input_size: int, name: str) -> None:
             f"{x.shape[-1] if x.dim() == 4 else '...'}")
 
 
-def _pool5_side(size: int, k1: int, s1: int, z: int, s: int) -> int:
+def pool5_side(size: int, k1: int, s1: int, z: int, s: int) -> int:
     """Side of pool5's output for a padded input of side ``size``."""
     size = (size - k1) // s1 + 1          # conv1
     size = (size - z) // s + 1            # pool1 (conv2 keeps the size)

@@ -20,8 +20,8 @@ from torch import nn
 
 from alexnet_lib.layers import LocalResponseNorm
 from alexnet_lib.models.alexnet import (
-    ACTIVATIONS, POOLINGS, AlexNet, _check_options,
-    _pool5_side, check_input, conv1_padding, init_weights_)
+    ACTIVATIONS, POOLINGS, AlexNet, check_input, check_options,
+    conv1_padding, init_weights_, pool5_side)
 
 __all__ = ["TwoTowerAlexNet", "default_devices"]
 
@@ -69,7 +69,7 @@ class Tower(nn.Module):
         self.relu4 = act()
         self.conv5 = nn.Conv2d(w4, w5, 3, padding=1)
         self.relu5, self.pool5 = act(), nn.MaxPool2d(z, s)
-        side = _pool5_side(o["input_size"] + pad, k1, s1, z, s)
+        side = pool5_side(o["input_size"] + pad, k1, s1, z, s)
         self.fc6 = nn.Linear(2 * w5 * side * side, fc)  # both towers
         self.relu6, self.drop6 = act(), drop()
         self.fc7 = nn.Linear(2 * fc, fc)  # both towers
@@ -112,9 +112,9 @@ class TwoTowerAlexNet(nn.Module):
         defaults = {n: p.default for n, p in inspect.signature(
             AlexNet).parameters.items()}
         o = {**defaults, **options, "groups": 2}
-        lrn_opts = _check_options(o["activation"], o["pooling"], 2,
-                                  o["dropout"], o["widths"], o["init"],
-                                  o["lrn_options"])
+        lrn_opts = check_options(o["activation"], o["pooling"], 2,
+                                 o["dropout"], o["widths"], o["init"],
+                                 o["lrn_options"])
         if o["lrn"] and lrn_opts["groups"] != 2:
             raise ValueError("each tower normalises its own maps: "
                              "lrn_options groups must be 2 (the default)")
