@@ -81,3 +81,35 @@ def test_a_tiny_run_trains_loads_and_matches_its_loader(
     assert errors == pytest.approx(records[0]["val_top1_error"])
     with pytest.raises(RuntimeError, match="exited with status 2"):
         run_train_command(["train", "--profile", "nope"])
+
+
+def test_full_size_plan_is_the_paper_network_at_224(tmp_path, monkeypatch,
+                                                    capsys):
+    # the §6 run: 224 of 256, every image, the cpu profile (bf16 where
+    # the CPU has it), biases 0.1, snapshots; the tool prints its command
+    import subprocess
+    import sys
+    from pathlib import Path
+    from alexnet_lib.runs import FULL_SIZE, full_size_name
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
+    args = train_command(FULL_SIZE, run_folder(full_size_name(1)), "cpu",
+                         seed=1)
+    cfg = config_from_args(build_parser().parse_args(
+        args + ["--data", str(tmp_path)]))
+    d = cfg.data
+    assert (d.image_size, d.resize) == (224, 256)
+    assert (d.train_subset, d.val_subset) == (9469, 3925)
+    assert cfg.model_options == {"input_size": 224, "init": "paper",
+                                 "bias": 0.1}
+    assert cfg.snapshot_epochs == (1, 2, 3, 5, 10, 20, 30)
+    assert cfg.profile == "cpu" and cfg.ten_crop and cfg.seed == 1
+    assert cfg.out_dir.endswith("imagenette-alexnet-groups2-seed1-full224")
+    tool = Path(__file__).resolve().parents[1] / "tools" / \
+        "train_full_size.py"
+    done = subprocess.run([sys.executable, str(tool), "--data",
+                           str(tmp_path), "--seed", "1", "--dry-run"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["-m", "alexnet_lib", *args, "--data",
+                                   str(tmp_path)]
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
