@@ -184,3 +184,27 @@ def test_the_c_source_ships_in_the_package():
     assert kernels.SOURCE.name == "lrn.c" and kernels.SOURCE.exists()
     text = kernels.SOURCE.read_text()
     assert "int lrn_forward(" in text and "int lrn_backward(" in text
+
+
+def test_a_forked_child_gets_its_own_threads(kernel):
+    # the parent's thread pool does not survive fork(): the child must
+    # not wait on threads that are not there
+    import multiprocessing as mp
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork here")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.relu(torch.randn(4, 16, 9, 9)) * 30
+        want = local_response_norm(x, groups=2)  # starts the pool
+        ctx = mp.get_context("fork")
+        with ctx.Pool(1) as pool:
+            got = pool.apply_async(_lrn_in_child, (x,)).get(timeout=60)
+        assert torch.equal(got, want)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _lrn_in_child(x):
+    torch.set_num_threads(2)
+    return local_response_norm(x, groups=2)

@@ -120,7 +120,7 @@ class _Kernel:
         lib.lrn_backward.argtypes = [ptr, ptr, ptr, i64, i64, i64, opts]
         self.lib, self.path = lib, path
         self._pool: ThreadPoolExecutor | None = None
-        self._pool_size = 0
+        self._pool_size, self._pool_pid = 0, os.getpid()
 
     def _run(self, fn, pointers, R, opts, threads):
         panels = self.lib.lrn_panels(R, opts.L)
@@ -130,12 +130,14 @@ class _Kernel:
         if threads == 1:
             codes = [fn(*pointers, R, 0, panels, ref)]
         else:
-            if self._pool is None or self._pool_size != threads:
-                if self._pool is not None:
+            # a forked child inherits the pool but not its threads
+            if (self._pool is None or self._pool_size != threads
+                    or self._pool_pid != os.getpid()):
+                if self._pool is not None and self._pool_pid == os.getpid():
                     self._pool.shutdown()
                 self._pool = ThreadPoolExecutor(threads,
                                                 thread_name_prefix="lrn")
-                self._pool_size = threads
+                self._pool_size, self._pool_pid = threads, os.getpid()
             jobs = [self._pool.submit(fn, *pointers, R, a, b, ref)
                     for a, b in zip(cuts, cuts[1:]) if b > a]
             codes = [j.result() for j in jobs]
