@@ -1,4 +1,6 @@
 """Shared trained runs: plans, the train command line, loading."""
+import os
+
 import pytest
 import torch
 
@@ -113,3 +115,15 @@ def test_full_size_plan_is_the_paper_network_at_224(tmp_path, monkeypatch,
     assert done.stdout.split() == ["-m", "alexnet_lib", *args, "--data",
                                    str(tmp_path)]
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+    # --record of a run that has not finished: one line, exit 2
+    done = subprocess.run([sys.executable, str(tool), "--data",
+                           str(tmp_path), "--seed", "1", "--record"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ALEXNET_CACHE": str(tmp_path),
+                               "ALEXNET_RESULTS": str(tmp_path / "r")})
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("error: the run in ")
+    assert "has not finished; run this command without --record" in \
+        done.stderr
+    assert not (tmp_path / "r").exists()
