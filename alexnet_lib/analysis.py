@@ -17,7 +17,8 @@ from torchvision.utils import make_grid
 
 __all__ = ["normalise_kernels", "kernel_grid", "colour_fraction",
            "colour_fraction_by_tower", "top_k", "penultimate_features",
-           "nearest_neighbours", "neighbour_agreement"]
+           "nearest_neighbours", "neighbour_agreement",
+           "confident_mistakes", "average_probabilities"]
 
 
 def _check_kernels(weight: torch.Tensor) -> torch.Tensor:
@@ -136,3 +137,27 @@ def neighbour_agreement(query_labels: torch.Tensor,
     """Fraction of the neighbours that share their query's label."""
     same = bank_labels[indices] == query_labels[:, None]  # (Q, k)
     return same.double().mean().item()
+
+
+def confident_mistakes(probs: torch.Tensor, labels: torch.Tensor,
+                       k: int = 12) -> list[tuple[int, int, float]]:
+    """The k wrong answers given with the most confidence, as (image
+    index, predicted class, its probability), most confident first:
+    where to look for what the errors have in common (§6.1)."""
+    if probs.dim() != 2 or len(probs) != len(labels):
+        raise ValueError(f"expected (N, classes) probabilities and N "
+                         f"labels, got {tuple(probs.shape)} and "
+                         f"{tuple(labels.shape)}")
+    conf, pred = probs.max(1)
+    wrong = (pred != labels).nonzero().flatten()
+    order = wrong[conf[wrong].argsort(descending=True, stable=True)][:k]
+    return [(int(i), int(pred[i]), float(conf[i])) for i in order]
+
+
+def average_probabilities(runs: list[torch.Tensor]) -> torch.Tensor:
+    """The ensemble of §6 (Table 2's averaged CNNs): the mean of the
+    networks' (N, classes) probabilities for the same images."""
+    if not runs or any(r.shape != runs[0].shape for r in runs):
+        raise ValueError("average_probabilities needs one or more "
+                         "(N, classes) tensors of the same shape")
+    return torch.stack(runs).mean(0)

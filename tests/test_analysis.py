@@ -91,3 +91,22 @@ def test_penultimate_features_are_fc7_in_eval_mode():
     assert net.training  # mode restored
     with torch.no_grad():
         assert_close(feats, net.eval().penultimate(x))
+
+
+def test_confident_mistakes_and_the_ensemble_average():
+    from alexnet_lib.analysis import average_probabilities, confident_mistakes
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7],
+                          [0.95, 0.05]])
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    # wrong: image 1 (says 1 at 0.8), 2 (says 0 at 0.6), 4 (0 at 0.95)
+    got = confident_mistakes(probs, labels, k=2)
+    assert [(i, c) for i, c, _ in got] == [(4, 0), (1, 1)]
+    assert got[0][2] == pytest.approx(0.95)
+    assert len(confident_mistakes(probs, labels)) == 3
+    other = torch.tensor([[0.5, 0.5]] * 5)
+    mean = average_probabilities([probs, other])
+    torch.testing.assert_close(mean[0], torch.tensor([0.7, 0.3]))
+    with pytest.raises(ValueError, match="same shape"):
+        average_probabilities([probs, other[:4]])
+    with pytest.raises(ValueError, match="N labels"):
+        confident_mistakes(probs, labels[:4])
