@@ -9,8 +9,11 @@ unfinished (the command resumes), and read it with ``load_run``.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +34,8 @@ from alexnet_lib.models import create_model
 __all__ = ["ImagenettePlan", "IMAGENETTE_PLANS", "FULL_SIZE",
            "full_size_name", "run_name", "run_folder",
            "train_command", "run_train_command", "is_finished",
-           "load_run", "input_mean", "centre_crops"]
+           "load_run", "input_mean", "centre_crops", "load_snapshots",
+           "estimate_minutes", "predictions"]
 
 RUNS_FOLDER = "runs"  # under cache_root()
 
@@ -51,13 +55,7 @@ class ImagenettePlan:
     batch_size: int = 128  # §5
     patience: int = 2  # epochs without improvement before lr / 10
     workers: int = 0  # data-loading processes
-    # DEVIATION: PyTorch's default initialisation instead of §5's
-    # N(0, 0.01) weights with biases of 1. With 10 classes the bias-1
-    # fc7 outputs (about 1 each, 4096 of them) let each fc8 update
-    # swing the class scores by one or two, and momentum adds the
-    # swings up: the loss rises far above ln 10, then stays on it.
-    # §6's exercise ex-results-init works this out and reruns it.
-    init: str = "torch"
+    init: str = "paper"  # §5: N(0, 0.01) weights (see FULL_SIZE's bias)
     bias: float | None = None  # the init's constant biases (None: its own)
     snapshot_epochs: tuple[int, ...] = ()  # conv weights kept (ZFNet)
 
@@ -65,22 +63,6 @@ class ImagenettePlan:
         if self.resize < self.image_size:
             raise ValueError(f"ImagenettePlan: resize={self.resize} must "
                              f"be >= image_size={self.image_size}")
-
-
-IMAGENETTE_PLANS = {
-    # DEVIATION: (ci and cpu profiles) 112x112 patches of images
-    # resized to 128 instead of 224 of 256, so that two CPU cores can
-    # train the network (about 4x fewer operations per image); fc6
-    # then reads 256x2x2 maps instead of 256x6x6.
-    "ci": ImagenettePlan(image_size=112, resize=128, train_subset=160,
-                         val_subset=50, epochs=1, batch_size=32,
-                         patience=1),
-    # cpu: every image of the shared copy (9,469 train, 2,000 val; the
-    # cpu profile's own default would take 5,000 and 1,000)
-    "cpu": ImagenettePlan(image_size=112, resize=128, epochs=6,
-                          train_subset=9469, val_subset=2000, patience=1),
-    "gpu": ImagenettePlan(workers=8),
-}
 
 
 # The culmination (§6): the paper's network at full size, 224x224 patches
@@ -100,15 +82,38 @@ FULL_SIZE = ImagenettePlan(
     init="paper", bias=0.1,
     snapshot_epochs=(1, 2, 3, 5, 10, 20, 30))
 
+IMAGENETTE_PLANS = {
+    # DEVIATION: (ci profile) 112x112 patches of images resized to 128
+    # instead of 224 of 256, 160 images and one epoch: it only proves
+    # that every cell runs. fc6 then reads 256x2x2 maps, not 256x6x6.
+    "ci": dataclasses.replace(
+        FULL_SIZE, image_size=112, resize=128, train_subset=160,
+        val_subset=50, epochs=1, batch_size=32, patience=1,
+        snapshot_epochs=(1,)),
+    # cpu: the full-size run itself (about an hour on two CPU cores)
+    "cpu": FULL_SIZE,
+    "gpu": dataclasses.replace(FULL_SIZE, epochs=90, workers=8),
+}
+
 
 def full_size_name(seed: int = 0, groups: int = 2) -> str:
     """The run folder name of the full-size network for one seed."""
     return f"imagenette-alexnet-groups{groups}-seed{seed}-full224"
 
 
-def run_name(profile: str, seed: int = 0, groups: int = 2) -> str:
-    """The name §6 and §6.1 give an Imagenette run of the paper's net."""
-    return f"imagenette-alexnet-groups{groups}-seed{seed}-{profile}"
+def run_name(profile: str, seed: int = 0, groups: int = 2,
+             epochs: int | None = None) -> str:
+    """The name §6 and §6.1 give an Imagenette run of the paper's net.
+
+    Under ``cpu`` it is the full-size run (:func:`full_size_name`), the
+    one ``tools/train_full_size.py`` trains; ``epochs`` names a run
+    shortened to that many epochs (``...-10ep``).
+    """
+    if profile == "cpu":
+        name = full_size_name(seed, groups)
+    else:
+        name = f"imagenette-alexnet-groups{groups}-seed{seed}-{profile}"
+    return name if epochs is None else f"{name}-{epochs}ep"
 
 
 def run_folder(name: str) -> Path:
@@ -217,3 +222,106 @@ def centre_crops(cfg: TrainConfig, split: str, subset: int | None = None
     images, labels = zip(*(folder[i] for i in range(len(folder))))
     return (torch.stack(images), torch.tensor(labels),
             list(folder.classes))
+
+
+def load_snapshots(out_dir: str | Path) -> dict[int, dict[str, torch.Tensor]]:
+    """The convolutional weights a run kept (``--snapshot-epochs``):
+    ``{epoch: {"conv1.weight": tensor, ...}}``, epochs ascending; empty
+    when the run kept none."""
+    found = {}
+    for path in sorted((Path(out_dir) / "snapshots").glob("epoch-*.pt")):
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        found[int(data["epoch"])] = data["conv_weights"]
+    return dict(sorted(found.items()))
+
+
+def estimate_minutes(plan: ImagenettePlan, epochs: int, profile: str = "cpu",
+                     groups: int = 2, batch: int = 16, steps: int = 3
+                     ) -> dict[str, float]:
+    """How long ``epochs`` epochs of ``plan`` would take here.
+
+    Times ``steps`` training steps (after one untimed) of the plan's
+    network on random batches, with the profile's speed settings (bf16
+    and channels_last where the CPU has them), and scales the rate to
+    the plan's training images plus its validation images (forward
+    only: about a third of a training step each). Data loading is not
+    timed, so the estimate is a lower bound. Returns images_per_s and
+    minutes.
+    """
+    from alexnet_lib import speed
+    from alexnet_lib.config import SpeedConfig, get_profile
+    overrides = get_profile(profile).overrides
+    opts = SpeedConfig(**{k.split("__", 1)[1]: v for k, v in
+                          overrides.items() if k.startswith("speed__")})
+    device = "cuda" if profile != "cpu" and torch.cuda.is_available() \
+        else "cpu"
+    opts = opts.resolve(device)
+    model = create_model("alexnet", num_classes=10, groups=groups,
+                         input_size=plan.image_size).to(device)
+    speed.apply_speed(model, opts, device)
+    s = plan.image_size
+    x = torch.randn(batch, 3, s, s, device=device)
+    if opts.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    step()  # untimed: first-call costs
+    if device == "cuda":
+        torch.cuda.synchronize()
+    began = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    rate = batch * steps / (time.perf_counter() - began)
+    images = (plan.train_subset or 9469) + (plan.val_subset or 3925) / 3
+    return {"images_per_s": rate, "minutes": epochs * images / rate / 60,
+            "bf16": bool(opts.bf16), "device": device}
+
+
+PREDICTIONS_FILE = "predictions.pt"
+
+
+@torch.no_grad()
+def predictions(out_dir: str | Path, device: str = "cpu") -> dict:
+    """A finished run's softmax outputs on its validation images.
+
+    ``centre`` (N, C): the centre patch; ``ten`` (N, C): the mean over
+    the ten patches (§4.1); ``labels`` (N,); ``files`` (the N image
+    paths) and ``classes``. Computed once, in the batches and with the
+    speed settings (bf16 where the run used it) of the run's own
+    ten-patch test, so the error rates equal its records; kept in the
+    run folder (``predictions.pt``) until the checkpoint changes.
+    """
+    from alexnet_lib.data.build import build_ten_crop_loader
+    from alexnet_lib.speed import apply_speed
+    out = Path(out_dir)
+    path, ckpt = out / PREDICTIONS_FILE, out / runlog.CHECKPOINT_FILE
+    if path.is_file() and ckpt.is_file() and \
+            path.stat().st_mtime >= ckpt.stat().st_mtime:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    model, cfg, _ = load_run(out, device)
+    model = apply_speed(model, cfg.speed, device)
+    loader = build_ten_crop_loader(cfg)
+    centre, ten, labels = [], [], []
+    for x, y in loader:  # x: (B, 10, 3, S, S); patch 4 is the centre
+        p = model(x.to(device).flatten(0, 1)).float().softmax(1)
+        p = p.view(x.shape[0], 10, -1).cpu()
+        ten.append(p.mean(1))
+        centre.append(p[:, 4])
+        labels.append(torch.as_tensor(y))
+    data = loader.dataset
+    result = {"centre": torch.cat(centre), "ten": torch.cat(ten),
+              "labels": torch.cat(labels),
+              "files": [str(data.name(i)) for i in range(len(data))],
+              "classes": list(data.classes)}
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(result, tmp)
+    os.replace(tmp, path)
+    return result

@@ -6,18 +6,22 @@ import torch
 
 from alexnet_lib.cli import build_parser, config_from_args, main
 from alexnet_lib.config import ConfigError
-from alexnet_lib.runs import (IMAGENETTE_PLANS, ImagenettePlan,
-                              centre_crops, input_mean, is_finished,
-                              load_run, run_folder, run_train_command,
-                              train_command)
+from alexnet_lib.runs import (FULL_SIZE, IMAGENETTE_PLANS, ImagenettePlan,
+                              centre_crops, estimate_minutes,
+                              full_size_name, input_mean, is_finished,
+                              load_run, load_snapshots, predictions,
+                              run_folder,
+                              run_name, run_train_command, train_command)
 
 
 def test_plans_shrink_only_the_amount_of_work():
-    gpu = IMAGENETTE_PLANS["gpu"]
+    gpu, cpu, ci = (IMAGENETTE_PLANS[k] for k in ("gpu", "cpu", "ci"))
     assert (gpu.image_size, gpu.resize, gpu.batch_size) == (224, 256, 128)
-    assert gpu.train_subset is None and gpu.epochs == 90
-    for name in ("ci", "cpu"):
-        assert IMAGENETTE_PLANS[name].image_size == 112
+    assert gpu.epochs == 90 and gpu.workers == 8
+    assert cpu is FULL_SIZE  # the cpu profile is the full-size run
+    assert ci.image_size == 112 and ci.epochs == 1
+    for plan in (gpu, cpu, ci):  # the same recipe and start everywhere
+        assert (plan.init, plan.bias) == ("paper", 0.1)
     with pytest.raises(ValueError, match="resize=100 must be >= "
                                          "image_size=112"):
         ImagenettePlan(image_size=112, resize=100)
@@ -31,17 +35,36 @@ def test_run_folder_is_under_the_cache(monkeypatch, tmp_path):
 
 
 def test_train_command_parses_to_the_plan(tmp_path):
-    plan = IMAGENETTE_PLANS["cpu"]
-    args = train_command(plan, tmp_path / "r", "cpu", seed=3, groups=1)
+    plan = IMAGENETTE_PLANS["ci"]
+    args = train_command(plan, tmp_path / "r", "ci", seed=3, groups=1)
     cfg = config_from_args(build_parser().parse_args(args))
     d = cfg.data
     assert (d.image_size, d.resize) == (112, 128)
-    assert (d.train_subset, d.val_subset) == (9469, 2000)
-    assert (cfg.epochs, cfg.seed, cfg.profile) == (6, 3, "cpu")
+    assert (d.train_subset, d.val_subset) == (160, 50)
+    assert (cfg.epochs, cfg.seed, cfg.profile) == (1, 3, "ci")
     assert cfg.ten_crop and not cfg.progress
-    assert cfg.model_options == {"input_size": 112, "init": "torch",
-                                 "groups": 1}
+    assert cfg.model_options == {"input_size": 112, "init": "paper",
+                                 "bias": 0.1, "groups": 1}
     assert cfg.optim.plateau_patience == 1 and cfg.optim.lr == 0.01
+
+
+def test_run_names_of_the_chapters():
+    # under cpu, §6 and §6.1 load the run tools/train_full_size.py trains
+    assert run_name("cpu", 1) == full_size_name(1) == (
+        "imagenette-alexnet-groups2-seed1-full224")
+    assert run_name("cpu", 0, groups=1, epochs=10) == (
+        "imagenette-alexnet-groups1-seed0-full224-10ep")
+    assert run_name("ci", 0) == "imagenette-alexnet-groups2-seed0-ci"
+
+
+def test_estimate_minutes_scales_a_timed_step_to_the_plan():
+    plan = ImagenettePlan(image_size=64, resize=73, train_subset=300,
+                          val_subset=30)
+    est = estimate_minutes(plan, epochs=2, profile="ci", batch=4, steps=1)
+    assert est["device"] == "cpu" and est["images_per_s"] > 0
+    images = 2 * (300 + 30 / 3)
+    assert est["minutes"] == pytest.approx(
+        images / est["images_per_s"] / 60)
 
 
 def test_resize_smaller_than_the_patch_is_a_config_error(capsys):
@@ -65,7 +88,8 @@ def test_a_tiny_run_trains_loads_and_matches_its_loader(
         imagenette_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
     plan = ImagenettePlan(image_size=64, resize=73, train_subset=20,
-                          val_subset=10, epochs=1, batch_size=10)
+                          val_subset=10, epochs=1, batch_size=10,
+                          snapshot_epochs=(1,))
     out = run_folder("tiny")
     text = run_train_command(train_command(plan, out, "ci", groups=1))
     assert "val top-1 error" in text
@@ -73,6 +97,22 @@ def test_a_tiny_run_trains_loads_and_matches_its_loader(
     model, cfg, records = load_run(out)
     assert [r["kind"] for r in records] == ["epoch", "ten_crop"]
     assert model.groups == 1 and model.input_size == 64
+    kept = load_snapshots(out)  # after epoch 1, the last: the model's
+    assert list(kept) == [1] and len(kept[1]) == 10  # 5 convs, w and b
+    assert torch.equal(kept[1]["conv1.weight"], model.conv1.weight)
+    assert load_snapshots(tmp_path) == {}
+    # the stored predictions give the run's own recorded error rates
+    pred = predictions(out)
+    assert pred["ten"].shape == pred["centre"].shape == (10, 10)
+    assert len(pred["files"]) == 10 and len(pred["classes"]) == 10
+    for key, record in (("centre", records[0]["val_top1_error"]),
+                        ("ten", records[1]["top1_error"])):
+        wrong = (pred[key].argmax(1) != pred["labels"]).double().mean()
+        assert wrong.item() == pytest.approx(record)
+    assert (out / "predictions.pt").is_file()
+    again = predictions(out)  # read back from the run folder
+    assert torch.equal(again["ten"], pred["ten"])
+    assert again["files"] == pred["files"]
     images, labels, classes = centre_crops(cfg, "val", 10)
     assert images.shape == (10, 3, 64, 64) and images.dtype == torch.uint8
     assert labels.tolist() == list(range(10)) and len(classes) == 10
