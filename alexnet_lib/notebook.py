@@ -32,7 +32,7 @@ from alexnet_lib.config import current_profile
 from alexnet_lib.sysinfo import hardware_summary
 
 __all__ = ["start", "Chapter", "ChapterStopped", "show_table",
-           "show_markdown", "format_mean_std"]
+           "show_markdown", "format_mean_std", "format_value"]
 
 class ChapterStopped(RuntimeError):
     """The chapter cannot go on (missing data); says what to do."""
@@ -162,6 +162,13 @@ def format_mean_std(values: Sequence[float], scale: float = 100, *,
     mean, std = mean_std([scale * v for v in values])
     text = f"{mean:+.2f}" if sign else f"{mean:.2f}"
     return text + unit + ("" if math.isnan(std) else f" ± {std:.2f}")
+
+
+def format_value(value: float | None, digits: int = 1,
+                 missing: str = "–") -> str:
+    """A table cell: ``value`` with ``digits`` decimals, or ``missing``
+    (a dash) for None, the paper's "not reported"."""
+    return missing if value is None else f"{value:.{digits}f}"
 
 
 def _first_line(err: Exception) -> str:

@@ -35,7 +35,7 @@ __all__ = ["ImagenettePlan", "IMAGENETTE_PLANS", "FULL_SIZE",
            "full_size_name", "run_name", "run_folder",
            "train_command", "run_train_command", "is_finished",
            "load_run", "input_mean", "centre_crops", "load_snapshots",
-           "estimate_minutes", "predictions"]
+           "estimate_minutes", "predictions", "ensure_run"]
 
 RUNS_FOLDER = "runs"  # under cache_root()
 
@@ -325,3 +325,37 @@ def predictions(out_dir: str | Path, device: str = "cpu") -> dict:
     torch.save(result, tmp)
     os.replace(tmp, path)
     return result
+
+
+def ensure_run(plan: ImagenettePlan, out_dir: str | Path, profile: str,
+               seed: int = 0, groups: int = 2,
+               expected_epochs: int | None = None) -> tuple[str, float]:
+    """Load a finished run, or train it now (what §6 and §6.1 do).
+
+    Prints the command as a reader would type it (the run folder under
+    ``$ALEXNET_CACHE`` or ``~/.cache/alexnet_lib``), then either that the
+    run finished before, or an estimate from :func:`estimate_minutes`
+    (``expected_epochs``, default the plan's) and trains; an interrupted
+    run resumes. Returns (the command, seconds spent training here).
+    """
+    out = Path(out_dir)
+    args = train_command(plan, out, profile, seed=seed, groups=groups)
+    cache = "$ALEXNET_CACHE" if "ALEXNET_CACHE" in os.environ else (
+        "~/.cache/alexnet_lib")
+    command = "python -m alexnet_lib " + " ".join(args).replace(
+        str(out), f"{cache}/{RUNS_FOLDER}/{out.name}")
+    print(command)
+    if is_finished(out):
+        print(f"  finished before: loading {out.name}")
+        return command, 0.0
+    epochs = expected_epochs or plan.epochs
+    guess = estimate_minutes(plan, epochs, profile, groups)
+    print(f"  not in the cache: training it now, about "
+          f"{guess['minutes']:.0f} min or more on this machine "
+          f"({guess['images_per_s']:.0f} images/s in a timed step, "
+          f"{epochs} epochs); if interrupted, it resumes", flush=True)
+    began = time.perf_counter()
+    run_train_command(args)
+    seconds = time.perf_counter() - began
+    print(f"  trained in {seconds / 60:.1f} min")
+    return command, seconds

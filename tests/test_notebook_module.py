@@ -14,7 +14,8 @@ from nbclient.exceptions import CellExecutionError
 import alexnet_lib
 from alexnet_lib.experiments import ProxyPlan, proxy_run
 from alexnet_lib.notebook import (ChapterStopped, duration,
-                                  format_mean_std, show_table)
+                                  format_mean_std, format_value,
+                                  show_table)
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 # Stands in for "no network": the cpu profile's download fails at once.
@@ -149,6 +150,8 @@ def test_format_mean_std_and_duration():
     assert format_mean_std([3.0, 5.0], 1) == "4.00 ± 1.41"
     assert [duration(s) for s in (18.84, 99.9, 620.4)] == [
         "18.8 s", "99.9 s", "10.3 min"]
+    assert format_value(40.7) == "40.7" and format_value(None) == "–"
+    assert format_value(0.12345, 3) == "0.123"
 
 
 def test_proxy_run_shows_one_progress_bar_per_run(capsys):

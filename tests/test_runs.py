@@ -11,7 +11,8 @@ from alexnet_lib.runs import (FULL_SIZE, IMAGENETTE_PLANS, ImagenettePlan,
                               full_size_name, input_mean, is_finished,
                               load_run, load_snapshots, predictions,
                               run_folder,
-                              run_name, run_train_command, train_command)
+                              run_name, run_train_command, train_command,
+                              ensure_run)
 
 
 def test_plans_shrink_only_the_amount_of_work():
@@ -167,3 +168,21 @@ def test_full_size_plan_is_the_paper_network_at_224(tmp_path, monkeypatch,
     assert "has not finished; run this command without --record" in \
         done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_ensure_run_trains_once_then_loads(imagenette_dir, tmp_path,
+                                           monkeypatch, capsys):
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
+    plan = ImagenettePlan(image_size=64, resize=73, train_subset=10,
+                          val_subset=10, epochs=1, batch_size=10)
+    out = run_folder("once")
+    command, seconds = ensure_run(plan, out, "ci", seed=2, groups=1)
+    text = capsys.readouterr().out
+    assert command.startswith("python -m alexnet_lib train --model alexnet")
+    assert "$ALEXNET_CACHE/runs/once" in command and str(tmp_path) not in \
+        command
+    assert "not in the cache: training it now, about" in text
+    assert seconds > 0 and is_finished(out)
+    again = ensure_run(plan, out, "ci", seed=2, groups=1)
+    assert again == (command, 0.0)
+    assert "finished before: loading once" in capsys.readouterr().out
