@@ -350,8 +350,10 @@ def ensure_run(plan: ImagenettePlan, out_dir: str | Path, profile: str,
         return command, 0.0
     epochs = expected_epochs or plan.epochs
     guess = estimate_minutes(plan, epochs, profile, groups)
-    print(f"  not in the cache: training it now, about "
-          f"{guess['minutes']:.0f} min or more on this machine "
+    minutes = guess["minutes"]
+    when = f"{minutes:.0f} min" if minutes >= 1 else f"{60 * minutes:.0f} s"
+    print(f"  not in the cache: training it now, about {when} or more "
+          f"on this machine "
           f"({guess['images_per_s']:.0f} images/s in a timed step, "
           f"{epochs} epochs); if interrupted, it resumes", flush=True)
     began = time.perf_counter()

@@ -168,6 +168,32 @@ def test_full_size_plan_is_the_paper_network_at_224(tmp_path, monkeypatch,
     assert "has not finished; run this command without --record" in \
         done.stderr
     assert not (tmp_path / "r").exists()
+    # a finished run resumed once: its wall time is both segments'
+    import json
+    out = run_folder(full_size_name(1))
+    out.mkdir(parents=True)
+    (out / "checkpoint.pt").write_bytes(b"")
+    (out / "env.json").write_text(json.dumps({"hardware": "test"}))
+    epoch = dict(kind="epoch", step=74, lr=0.01, train_loss=1.0,
+                 train_error=0.5, val_top1_error=0.4, val_top5_error=0.1,
+                 images_per_s=100.0, lr_drops=0)
+    rows = [dict(epoch, epoch=0, segment=1, wall_time_s=80.0),
+            dict(epoch, epoch=1, segment=2, wall_time_s=90.0),
+            dict(kind="ten_crop", epoch=2, step=148, top1_error=0.3,
+                 top5_error=0.05, n=2000, segment=2, wall_time_s=120.0)]
+    (out / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    done = subprocess.run([sys.executable, str(tool), "--data",
+                           str(tmp_path), "--seed", "1", "--record"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ALEXNET_CACHE": str(tmp_path),
+                               "ALEXNET_RESULTS": str(tmp_path / "r")})
+    assert done.returncode == 0, done.stderr
+    record = json.loads(
+        (tmp_path / "r" / "full_size_imagenette_seed1.json").read_text())
+    assert record["wall_time_s"] == 200.0  # 80 + 120
+    assert record["details"]["segments"] == [1, 2]
+    assert record["details"]["epochs"] == 2
 
 
 def test_ensure_run_trains_once_then_loads(imagenette_dir, tmp_path,
