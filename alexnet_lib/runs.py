@@ -236,7 +236,7 @@ def load_snapshots(out_dir: str | Path) -> dict[int, dict[str, torch.Tensor]]:
 
 
 def estimate_minutes(plan: ImagenettePlan, epochs: int, profile: str = "cpu",
-                     groups: int = 2, batch: int = 16, steps: int = 3
+                     groups: int = 2, batch: int = 64, steps: int = 2
                      ) -> dict[str, float]:
     """How long ``epochs`` epochs of ``plan`` would take here.
 

@@ -76,3 +76,18 @@ def test_readme_quotes_the_recorded_init_comparison():
     assert f"top-1 error {paper:.3f} after three epochs" in readme
     assert f"with 0.1, Caffe's value, it learns ({bias:.3f})" in readme
     assert "--profile cpu --model-option bias=0.1" in readme
+
+
+def test_readme_quotes_the_recorded_full_size_runs():
+    import json
+    readme = (REPO / "README.md").read_text()
+    text = " ".join(readme.split())
+    for seed in (0, 1):
+        record = json.loads((REPO / "results" /
+                             f"full_size_imagenette_seed{seed}.json")
+                            .read_text())
+        d = record["details"]
+        assert (f"{d['epochs']} epochs in "
+                f"{record['wall_time_s'] / 60:.0f} min") in text
+        assert f"{d['median_images_per_s']:.0f}" in text
+        assert f"{100 * d['ten_patch']['top1_error']:.2f}%" in text
