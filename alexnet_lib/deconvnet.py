@@ -1,0 +1,200 @@
+"""The deconvnet of Zeiler and Fergus (ZFNet §2.1), attached to AlexNet.
+
+A deconvnet maps one activation of a trained convnet back to pixels with
+the network's own pieces in reverse, without learning anything:
+
+* **unpool**: max-pooling keeps one value per window; the forward pass
+  records where it was (the *switches*) and the reverse pass puts the
+  signal back there. With AlexNet's overlapping windows one position can
+  be the maximum of several windows; the signals then add up, which is
+  what the gradient of max-pooling does too.
+* **rectify**: a ReLU on the reconstructed signal, so that it stays
+  positive like the feature maps it reconstructs.
+* **filter**: the layer's own filters, transposed (flipped vertically and
+  horizontally, input and output channels swapped): the transposed
+  convolution. The bias is not used.
+
+Response normalisation (§3.3) has no inverse; ``lrn="skip"`` (the
+default) passes the signal through unchanged, ``lrn="scale"`` divides
+it by the same factor ``(k + alpha * sum a^2)^beta`` the forward pass
+divided by at that position, a fixed per-position rescaling that ignores
+the coupling between channels.
+
+The reverse path of AlexNet's layer L, from the ReLU output of conv L
+(before LRN and pooling) down to the image::
+
+    filter(conv L) -> [unpool(pool L-1) -> un-LRN] -> rectify
+    -> filter(conv L-1) -> ... -> filter(conv1) -> pixels
+
+``Deconvnet(model).project(x, "conv3", channel=7)`` keeps, for every
+image of the batch, the strongest activation of map 7 of conv3 (all
+others set to zero, as in the paper) and returns its projection to
+pixel space, (B, 3, S, S).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Deconvnet", "Recording", "LAYERS", "unpool", "transposed_conv"]
+
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+# What lies between the ReLU of conv i and conv i+1 in AlexNet (§3.5):
+# LRN and pooling after conv1 and conv2, nothing after conv3 and conv4.
+_BETWEEN = {"conv1": ("lrn1", "pool1"), "conv2": ("lrn2", "pool2"),
+            "conv3": (None, None), "conv4": (None, None)}
+
+
+@dataclass
+class Recording:
+    """What the forward pass keeps for the reverse pass.
+
+    ``maps[name]``: the ReLU output of conv ``name`` (B, C, H, W);
+    ``switches[name]``: the argmax positions of the pooling after it
+    (flat indices into its input, as ``max_pool2d`` returns them);
+    ``pooled_from[name]``: the shape of that pooling's input;
+    ``lrn_scale[name]``: the factor the LRN after it divided by.
+    """
+    maps: dict
+    switches: dict
+    pooled_from: dict
+    lrn_scale: dict
+    input_shape: torch.Size
+
+
+def unpool(signal: torch.Tensor, switches: torch.Tensor,
+           shape: torch.Size) -> torch.Tensor:
+    """Put each pooled value back where its window's maximum was.
+
+    ``signal`` and ``switches`` are (B, C, h, w); the result has the
+    pooling input's ``shape`` (B, C, H, W) and is zero elsewhere. Values
+    whose windows overlap on one maximum add up.
+    """
+    b, c = signal.shape[:2]
+    out = signal.new_zeros(b, c, shape[-2] * shape[-1])
+    out.scatter_add_(2, switches.flatten(2), signal.flatten(2))
+    return out.view(b, c, shape[-2], shape[-1])
+
+
+def transposed_conv(signal: torch.Tensor, conv: nn.Conv2d,
+                    input_shape: torch.Size) -> torch.Tensor:
+    """Filter with ``conv``'s filters transposed (flipped, channels
+    swapped): the map from conv's output space back to its input's,
+    of ``input_shape``; no bias."""
+    return torch.nn.grad.conv2d_input(
+        input_shape, conv.weight.to(signal.dtype), signal,
+        stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+        groups=conv.groups)
+
+
+class Deconvnet:
+    """ZFNet's deconvnet on a trained ``AlexNet`` (any ``groups``).
+
+    The model is used as it is (eval mode, no gradients); its layers
+    are read by name: pad1, conv1..conv5, relu1..relu5, lrn1, lrn2,
+    pool1, pool2. ``lrn``: "skip" or "scale" (module docstring).
+    """
+
+    def __init__(self, model: nn.Module, lrn: str = "skip"):
+        if lrn not in ("skip", "scale"):
+            raise ValueError(f"lrn must be 'skip' or 'scale', got {lrn!r}")
+        missing = [n for n in LAYERS if not isinstance(
+            getattr(model, n, None), nn.Conv2d)]
+        if missing:
+            raise ValueError(
+                f"the deconvnet needs the five conv layers of AlexNet; "
+                f"this model lacks {', '.join(missing)} (a network with "
+                f"a removed layer cannot be projected)")
+        self.model, self.lrn = model.eval(), lrn
+
+    @torch.no_grad()
+    def record(self, x: torch.Tensor) -> Recording:
+        """Run the convnet on (B, 3, S, S) images, keeping the ReLU
+        output of every conv layer, the pooling switches and the LRN
+        factors."""
+        m = self.model
+        maps, switches, shapes, scales = {}, {}, {}, {}
+        h = m.pad1(x)
+        for i, name in enumerate(LAYERS, start=1):
+            h = getattr(m, f"relu{i}")(getattr(m, name)(h))
+            maps[name] = h
+            lrn_name, pool_name = _BETWEEN.get(name, (None, None))
+            if lrn_name is None:
+                continue
+            normed = getattr(m, lrn_name)(h)
+            # the factor LRN divided by, where the map is not zero
+            scales[name] = torch.where(h != 0, h / normed.where(
+                normed != 0, torch.ones_like(normed)), torch.ones_like(h))
+            pool = getattr(m, pool_name)
+            shapes[name] = normed.shape
+            h, switches[name] = F.max_pool2d(
+                normed, pool.kernel_size, pool.stride, pool.padding,
+                pool.dilation, pool.ceil_mode, return_indices=True)
+        return Recording(maps, switches, shapes, scales, x.shape)
+
+    def strongest(self, recording: Recording, layer: str,
+                  channel: int) -> torch.Tensor:
+        """The layer's maps with everything zeroed except, per image,
+        the strongest activation of ``channel`` (the paper's "set all
+        other activations in the layer to zero")."""
+        maps = recording.maps[_check_layer(layer)]
+        if not 0 <= channel < maps.shape[1]:
+            raise ValueError(f"{layer} has {maps.shape[1]} feature maps; "
+                             f"channel {channel} does not exist")
+        one = maps[:, channel].flatten(1)  # (B, H*W)
+        keep = torch.zeros_like(one)
+        top = one.argmax(1, keepdim=True)
+        keep.scatter_(1, top, one.gather(1, top))
+        out = torch.zeros_like(maps)
+        out[:, channel] = keep.view_as(maps[:, channel])
+        return out
+
+    @torch.no_grad()
+    def reconstruct(self, recording: Recording, layer: str,
+                    signal: torch.Tensor) -> torch.Tensor:
+        """Project ``signal`` (shaped like conv ``layer``'s maps) down to
+        pixel space: (B, 3, S, S) for the unpadded input."""
+        m = self.model
+        top = LAYERS.index(_check_layer(layer))
+        h = signal
+        for i in range(top, -1, -1):
+            name = LAYERS[i]
+            below = (recording.maps[LAYERS[i - 1]].shape if i else
+                     m.pad1(torch.empty(recording.input_shape,
+                                        device="meta")).shape)
+            conv = getattr(m, name)
+            if i == 0:
+                h = transposed_conv(h, conv, below)
+                break
+            below_name = LAYERS[i - 1]
+            lrn_name, _ = _BETWEEN[below_name]
+            if lrn_name is not None:  # conv i reads pooled, normed maps
+                h = transposed_conv(h, conv,
+                                    recording.switches[below_name].shape)
+                h = unpool(h, recording.switches[below_name],
+                           recording.pooled_from[below_name])
+                if self.lrn == "scale":
+                    h = h / recording.lrn_scale[below_name]
+            else:
+                h = transposed_conv(h, conv, below)
+            h = F.relu(h)  # rectify
+        s = recording.input_shape
+        return h[..., :s[-2], :s[-1]]  # drop conv1's padding
+
+    def project(self, x: torch.Tensor, layer: str, channel: int
+                ) -> torch.Tensor:
+        """The strongest activation of ``channel`` in ``layer`` for each
+        image of ``x``, projected to pixels: (B, 3, S, S)."""
+        recording = self.record(x)
+        return self.reconstruct(recording, layer,
+                                self.strongest(recording, layer, channel))
+
+
+def _check_layer(layer: str) -> str:
+    if layer not in LAYERS:
+        raise ValueError(f"layer must be one of {', '.join(LAYERS)}, got "
+                         f"{layer!r}")
+    return layer

@@ -1,0 +1,134 @@
+"""ZFNet's deconvnet (alexnet_lib/deconvnet.py) on the library's AlexNet.
+
+Captum's ``Deconvolution`` is the natural outside oracle, but it is not
+installed here (no network access when the tests run); the second
+formulation below is built the way Captum builds its own: autograd
+through the network with the ReLU's backward replaced by a ReLU of the
+incoming signal and LRN's backward by the identity.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alexnet_lib.deconvnet import LAYERS, Deconvnet, unpool
+from alexnet_lib.models import create_model
+
+
+class _DeconvReLU(torch.autograd.Function):
+    """ReLU forward; backward rectifies the signal (the deconvnet rule)
+    instead of masking it with the forward's sign (backpropagation)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.clamp(min=0)
+
+
+class _PassLRN(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, lrn):
+        return lrn(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+def deconv_by_autograd(model, x, layer, signal):
+    """The second formulation: d(layer's ReLU output . signal)/dx with
+    the deconvnet's ReLU rule and LRN passed through."""
+    x = x.clone().requires_grad_()
+    h = model.pad1(x)
+    for i, name in enumerate(LAYERS, start=1):
+        h = _DeconvReLU.apply(getattr(model, name)(h))
+        if name == layer:
+            return torch.autograd.grad(h, x, signal)[0]
+        if i <= 2:
+            h = _PassLRN.apply(h, getattr(model, f"lrn{i}"))
+            h = getattr(model, f"pool{i}")(h)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return create_model("alexnet", num_classes=10, input_size=99,
+                        init="torch").eval().double()
+
+
+@pytest.fixture(scope="module")
+def images():
+    g = torch.Generator().manual_seed(1)
+    return 50 * torch.randn(2, 3, 99, 99, generator=g, dtype=torch.float64)
+
+
+def test_unpool_puts_values_at_the_switches_and_adds_overlaps():
+    x = torch.tensor([[[[1., 2., 0.], [0., 9., 0.], [3., 0., 4.]]]])
+    pooled, switches = F.max_pool2d(x, 2, 1, return_indices=True)
+    assert pooled.flatten().tolist() == [9., 9., 9., 9.]  # all windows
+    back = unpool(torch.ones_like(pooled), switches, x.shape)
+    assert back.flatten().tolist() == [0, 0, 0, 0, 4, 0, 0, 0, 0]
+
+
+def test_layer_one_is_the_transposed_convolution(net, images):
+    # one layer, no pooling: the projection is conv1's input gradient
+    d = Deconvnet(net)
+    rec = d.record(images)
+    signal = d.strongest(rec, "conv1", 5)
+    assert (signal != 0).sum() == 2  # one activation per image
+    x = images.clone().requires_grad_()
+    out = net.conv1(net.pad1(x))
+    grad, = torch.autograd.grad(out, x, signal)
+    torch.testing.assert_close(d.reconstruct(rec, "conv1", signal), grad)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_every_layer_equals_the_autograd_formulation(net, images, layer):
+    d = Deconvnet(net)  # lrn="skip"
+    rec = d.record(images)
+    signal = d.strongest(rec, layer, 3)
+    ours = d.reconstruct(rec, layer, signal)
+    assert ours.shape == images.shape
+    torch.testing.assert_close(
+        ours, deconv_by_autograd(net, images, layer, signal))
+    if layer != "conv1":  # a rectified signal went through every layer
+        assert ours.abs().sum() > 0
+
+
+def test_maps_and_switches_match_the_forward_pass(net, images):
+    rec = Deconvnet(net).record(images)
+    with torch.no_grad():
+        assert torch.equal(net.features(images),
+                           net.pool5(rec.maps["conv5"]))
+    assert rec.maps["conv1"].shape == (2, 96, 23, 23)
+    assert rec.switches["conv1"].shape == (2, 96, 11, 11)
+
+
+def test_lrn_scale_divides_by_the_forward_factor(net, images):
+    skip = Deconvnet(net, lrn="skip")
+    scale = Deconvnet(net, lrn="scale")
+    rec = skip.record(images)
+    s = rec.lrn_scale["conv1"]
+    assert (s >= 1).all()  # k = 2 and beta > 0: the factor is >= 2^0.75
+    signal = skip.strongest(rec, "conv2", 0)
+    a = skip.reconstruct(rec, "conv2", signal)
+    b = scale.reconstruct(rec, "conv2", signal)
+    assert not torch.allclose(a, b)
+
+
+def test_bad_input_says_what_to_do(net, images):
+    d = Deconvnet(net)
+    rec = d.record(images)
+    with pytest.raises(ValueError, match="layer must be one of conv1"):
+        d.project(images, "fc6", 0)
+    with pytest.raises(ValueError, match="conv2 has 256 feature maps; "
+                                         "channel 256 does not exist"):
+        d.strongest(rec, "conv2", 256)
+    with pytest.raises(ValueError, match="lrn must be 'skip' or 'scale'"):
+        Deconvnet(net, lrn="invert")
+    short = create_model("alexnet", num_classes=10, input_size=99,
+                         removed=("conv3",))
+    with pytest.raises(ValueError, match="lacks conv3"):
+        Deconvnet(short)
