@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Deconvnet", "Recording", "LAYERS", "unpool", "transposed_conv"]
+__all__ = ["Deconvnet", "Recording", "LAYERS", "unpool", "transposed_conv",
+           "with_conv_weights", "occlusion"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 # What lies between the ReLU of conv i and conv i+1 in AlexNet (§3.5):
@@ -198,3 +199,63 @@ def _check_layer(layer: str) -> str:
         raise ValueError(f"layer must be one of {', '.join(LAYERS)}, got "
                          f"{layer!r}")
     return layer
+
+
+def with_conv_weights(model: nn.Module, weights: dict) -> nn.Module:
+    """A copy of ``model`` with its conv weights and biases replaced by
+    a training snapshot (``runs.load_snapshots(run)[epoch]``): the
+    network as it was after that epoch, up to pool5 (ZFNet's feature
+    evolution, Fig. 4, looks no higher)."""
+    import copy
+    snap = copy.deepcopy(model).eval()
+    state = snap.state_dict()
+    unknown = sorted(set(weights) - set(state))
+    if unknown:
+        raise ValueError(f"the snapshot has weights this model lacks: "
+                         f"{', '.join(unknown)}")
+    for key, value in weights.items():
+        if state[key].shape != value.shape:
+            raise ValueError(f"{key}: the snapshot's shape "
+                             f"{tuple(value.shape)} is not the model's "
+                             f"{tuple(state[key].shape)}")
+        state[key] = value.to(state[key].dtype)
+    snap.load_state_dict(state)
+    return snap
+
+
+@torch.no_grad()
+def occlusion(model: nn.Module, image: torch.Tensor, label: int,
+              size: int, stride: int, fill: float = 0.0,
+              batch: int = 64) -> dict[str, torch.Tensor]:
+    """ZFNet §4.2: slide a ``size``-pixel square of value ``fill`` (0 is
+    the mean grey of a mean-subtracted image) over ``image`` (3, S, S)
+    and record, for every position of its top-left corner on a grid of
+    ``stride``, the probability of ``label``, the most probable class,
+    and the total activation of the conv5 map that is strongest on the
+    unoccluded image. Returns "probability", "predicted" and "activity"
+    ((P, P) each, P positions per axis) and "channel" (that map)."""
+    s = image.shape[-1]
+    if not 0 < size <= s or stride < 1:
+        raise ValueError(f"the occluder must fit the {s}-pixel image and "
+                         f"move by >= 1 pixel: size={size}, "
+                         f"stride={stride}")
+    model = model.eval()
+    record = Deconvnet(model).record(image[None])
+    channel = int(record.maps["conv5"][0].sum((1, 2)).argmax())
+    starts = list(range(0, s - size + 1, stride))
+    corners = [(y, x) for y in starts for x in starts]
+    probs, preds, acts = [], [], []
+    for i in range(0, len(corners), batch):
+        chunk = corners[i:i + batch]
+        x = image.expand(len(chunk), *image.shape).clone()
+        for j, (y0, x0) in enumerate(chunk):
+            x[j, :, y0:y0 + size, x0:x0 + size] = fill
+        p = model(x).float().softmax(1)
+        probs.append(p[:, label])
+        preds.append(p.argmax(1))
+        conv5 = Deconvnet(model).record(x).maps["conv5"]
+        acts.append(conv5[:, channel].sum((1, 2)))
+    n = len(starts)
+    return {"probability": torch.cat(probs).view(n, n),
+            "predicted": torch.cat(preds).view(n, n),
+            "activity": torch.cat(acts).view(n, n), "channel": channel}

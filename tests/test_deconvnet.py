@@ -132,3 +132,39 @@ def test_bad_input_says_what_to_do(net, images):
                          removed=("conv3",))
     with pytest.raises(ValueError, match="lacks conv3"):
         Deconvnet(short)
+
+
+def test_with_conv_weights_rebuilds_a_snapshot(net):
+    from alexnet_lib.deconvnet import with_conv_weights
+    weights = {k: torch.zeros_like(v) for k, v in net.state_dict().items()
+               if k.startswith("conv")}
+    old = with_conv_weights(net, weights)
+    assert old.conv3.weight.abs().sum() == 0
+    assert torch.equal(old.fc6.weight, net.fc6.weight)
+    assert net.conv3.weight.abs().sum() > 0  # the model is unchanged
+    with pytest.raises(ValueError, match="conv1.weight: the snapshot's "
+                                         "shape"):
+        with_conv_weights(net, {"conv1.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="weights this model lacks: "
+                                         "conv9.weight"):
+        with_conv_weights(net, {"conv9.weight": torch.zeros(1)})
+
+
+def test_occlusion_maps_every_position(net, images):
+    from alexnet_lib.deconvnet import occlusion
+    image = images[0]
+    out = occlusion(net, image, label=3, size=33, stride=33, batch=4)
+    assert out["probability"].shape == (3, 3)  # corners 0, 33, 66
+    assert out["predicted"].shape == (3, 3)
+    # one position by hand: the square at (33, 66)
+    x = image.clone()
+    x[:, 33:66, 66:99] = 0
+    with torch.no_grad():
+        p = net(x[None]).softmax(1)[0]
+        rec = Deconvnet(net).record(x[None])
+    assert out["probability"][1, 2].item() == pytest.approx(p[3].item())
+    assert out["predicted"][1, 2].item() == p.argmax().item()
+    assert out["activity"][1, 2].item() == pytest.approx(
+        rec.maps["conv5"][0, out["channel"]].sum().item())
+    with pytest.raises(ValueError, match="the occluder must fit"):
+        occlusion(net, image, 0, size=100, stride=1)
