@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Deconvnet", "Recording", "LAYERS", "unpool", "transposed_conv",
-           "with_conv_weights", "occlusion"]
+           "with_conv_weights", "occlusion", "receptive_field",
+           "top_activations"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 # What lies between the ReLU of conv i and conv i+1 in AlexNet (§3.5):
@@ -259,3 +260,49 @@ def occlusion(model: nn.Module, image: torch.Tensor, label: int,
     return {"probability": torch.cat(probs).view(n, n),
             "predicted": torch.cat(preds).view(n, n),
             "activity": torch.cat(acts).view(n, n), "channel": channel}
+
+
+def receptive_field(model: nn.Module, layer: str) -> tuple[int, int, int]:
+    """(size, stride, padding) in input pixels of one unit of ``layer``'s
+    maps: unit (i, j) sees the square of side ``size`` whose top-left
+    corner is at (i * stride - padding, j * stride - padding), part of
+    it possibly outside the image."""
+    size, jump, pad = 1, 1, 0
+    chain = []
+    for i, name in enumerate(LAYERS[:LAYERS.index(_check_layer(layer)) + 1]):
+        if i in (1, 2):  # the pooling before conv2 and conv3
+            pool = getattr(model, f"pool{i}")
+            chain.append((pool.kernel_size, pool.stride, pool.padding))
+        conv = getattr(model, name)
+        chain.append((conv.kernel_size[0], conv.stride[0],
+                      conv.padding[0]))
+    for k, s, p in chain:
+        size += (k - 1) * jump
+        pad += p * jump
+        jump *= s
+    return size, jump, pad
+
+
+@torch.no_grad()
+def top_activations(model: nn.Module, batches, layer: str,
+                    channels: list[int], k: int = 9
+                    ) -> dict[int, list[tuple[float, int, int, int]]]:
+    """ZFNet Fig. 2's selection: for each of ``channels`` of ``layer``,
+    the ``k`` strongest activations over all images of ``batches``
+    (an iterable of (B, 3, S, S) tensors), at most one per image, as
+    (value, image index, row, column), strongest first."""
+    deconv = Deconvnet(model)
+    found = {c: [] for c in channels}
+    offset = 0
+    for x in batches:
+        maps = deconv.record(x).maps[_check_layer(layer)]
+        for c in channels:
+            flat = maps[:, c].flatten(1)  # (B, H*W)
+            values, where = flat.max(1)
+            w = maps.shape[-1]
+            found[c] += [(float(v), offset + b, int(p) // w, int(p) % w)
+                         for b, (v, p) in enumerate(zip(values, where))]
+        for c in channels:
+            found[c] = sorted(found[c], key=lambda t: (-t[0], t[1]))[:k]
+        offset += len(x)
+    return found

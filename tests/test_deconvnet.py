@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet_lib.deconvnet import LAYERS, Deconvnet, unpool
+from alexnet_lib.deconvnet import LAYERS, Deconvnet, receptive_field, unpool
 from alexnet_lib.models import create_model
 
 
@@ -168,3 +168,26 @@ def test_occlusion_maps_every_position(net, images):
         rec.maps["conv5"][0, out["channel"]].sum().item())
     with pytest.raises(ValueError, match="the occluder must fit"):
         occlusion(net, image, 0, size=100, stride=1)
+
+
+def test_receptive_fields_of_the_paper_network():
+    model = create_model("alexnet", num_classes=10)  # 224: the paper's
+    got = {name: receptive_field(model, name) for name in LAYERS}
+    # conv1 11 px every 4; pool1 and conv2 widen it to 51 px every 8;
+    # conv3..5 see 99, 131 and 163 px, every 16
+    assert got == {"conv1": (11, 4, 0), "conv2": (51, 8, 16),
+                   "conv3": (99, 16, 32), "conv4": (131, 16, 48),
+                   "conv5": (163, 16, 64)}
+
+
+def test_top_activations_pick_the_strongest_image_per_map(net, images):
+    from alexnet_lib.deconvnet import top_activations
+    batches = [images[:1], images[1:]]  # image indices run on
+    top = top_activations(net, batches, "conv2", [0, 7], k=2)
+    rec = Deconvnet(net).record(images)
+    for c in (0, 7):
+        assert [t[1] for t in top[c]] == sorted(
+            range(2), key=lambda b: -rec.maps["conv2"][b, c].max())
+        value, b, row, col = top[c][0]
+        assert value == rec.maps["conv2"][b, c].max().item()
+        assert rec.maps["conv2"][b, c, row, col].item() == value
