@@ -1,10 +1,11 @@
 """ZFNet's deconvnet (alexnet_lib/deconvnet.py) on the library's AlexNet.
 
-Captum's ``Deconvolution`` is the natural outside oracle, but it is not
-installed here (no network access when the tests run); the second
-formulation below is built the way Captum builds its own: autograd
-through the network with the ReLU's backward replaced by a ReLU of the
-incoming signal and LRN's backward by the identity.
+Two independent checks besides the single-layer gradient: Captum's
+``Deconvolution`` (a test-only dependency; its test is skipped with the
+reason when Captum is not installed) on a network without LRN, and, for
+the network with LRN, a second formulation built the way Captum builds
+its own: autograd through the network with the ReLU's backward replaced
+by a ReLU of the incoming signal and LRN's backward by the identity.
 """
 import pytest
 import torch
@@ -191,3 +192,40 @@ def test_top_activations_pick_the_strongest_image_per_map(net, images):
         value, b, row, col = top[c][0]
         assert value == rec.maps["conv2"][b, c].max().item()
         assert rec.maps["conv2"][b, c, row, col].item() == value
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_captum_deconvolution_agrees_without_lrn(layer, images):
+    # Captum's Deconvolution (an outside implementation) rectifies the
+    # signal at every nn.ReLU and takes true gradients elsewhere, so it
+    # must equal ours on a network without LRN (with LRN it would use
+    # LRN's gradient where ours skips it). Ours carries the activation's
+    # value as the signal, Captum a 1: divide ours by it.
+    captum = pytest.importorskip("captum.attr")
+    torch.manual_seed(0)
+    model = create_model("alexnet", num_classes=10, input_size=99,
+                         init="torch", lrn=False).eval().double()
+    d = Deconvnet(model)
+    rec = d.record(images)
+    signal = d.strongest(rec, layer, 2)
+    ours = d.reconstruct(rec, layer, signal)
+    value = signal.flatten(1).max(1).values  # (B,)
+
+    class Unit(torch.nn.Module):  # the layer's ReLU maps, flattened
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            h = model.pad1(x)
+            for i, name in enumerate(LAYERS, start=1):
+                h = getattr(model, f"relu{i}")(getattr(model, name)(h))
+                if name == layer:
+                    return h.flatten(1)
+                if i <= 2:
+                    h = getattr(model, f"pool{i}")(h)
+
+    target = signal.flatten(1).argmax(1).tolist()
+    theirs = captum.Deconvolution(Unit()).attribute(images.clone(),
+                                                    target=target)
+    torch.testing.assert_close(ours / value[:, None, None, None], theirs)
