@@ -18,7 +18,8 @@ from torchvision.utils import make_grid
 __all__ = ["normalise_kernels", "kernel_grid", "colour_fraction",
            "colour_fraction_by_tower", "top_k", "penultimate_features",
            "nearest_neighbours", "neighbour_agreement",
-           "confident_mistakes", "average_probabilities"]
+           "confident_mistakes", "average_probabilities",
+           "tower_gap_p_value"]
 
 
 def _check_kernels(weight: torch.Tensor) -> torch.Tensor:
@@ -71,6 +72,24 @@ def colour_fraction_by_tower(weight: torch.Tensor, groups: int = 2
                              ) -> list[torch.Tensor]:
     """``colour_fraction`` of each tower's kernels, in tower order."""
     return list(colour_fraction(weight).chunk(groups))
+
+
+def tower_gap_p_value(a: torch.Tensor, b: torch.Tensor,
+                      permutations: int = 10_000, seed: int = 0) -> float:
+    """How often chance alone gives a gap this large: the share of
+    random splits of the kernels of both towers (``a`` and ``b``, one
+    statistic per kernel) into two groups of the same sizes whose means
+    differ by at least as much as the towers' do (a permutation test,
+    two-sided; counting the observed split, so never 0)."""
+    both = torch.cat([a, b]).double().flatten()
+    observed = (a.double().mean() - b.double().mean()).abs()
+    g = torch.Generator().manual_seed(seed)
+    order = torch.stack([torch.randperm(len(both), generator=g)
+                         for _ in range(permutations)])  # (P, N)
+    split = both[order]
+    gaps = (split[:, :len(a)].mean(1) - split[:, len(a):].mean(1)).abs()
+    hits = int((gaps >= observed - 1e-12).sum())
+    return (hits + 1) / (permutations + 1)
 
 
 def top_k(logits: torch.Tensor, k: int = 5

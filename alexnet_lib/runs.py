@@ -299,7 +299,7 @@ def predictions(out_dir: str | Path, device: str = "cpu") -> dict:
     ten-patch test, so the error rates equal its records; kept in the
     run folder (``predictions.pt``) until the checkpoint changes.
     """
-    from alexnet_lib.data.build import build_ten_crop_loader
+    from alexnet_lib.data.build import build_loaders, build_ten_crop_loader
     from alexnet_lib.speed import apply_speed
     out = Path(out_dir)
     path, ckpt = out / PREDICTIONS_FILE, out / runlog.CHECKPOINT_FILE
@@ -308,14 +308,18 @@ def predictions(out_dir: str | Path, device: str = "cpu") -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     model, cfg, _ = load_run(out, device)
     model = apply_speed(model, cfg.speed, device)
-    loader = build_ten_crop_loader(cfg)
-    centre, ten, labels = [], [], []
-    for x, y in loader:  # x: (B, 10, 3, S, S); patch 4 is the centre
-        p = model(x.to(device).flatten(0, 1)).float().softmax(1)
-        p = p.view(x.shape[0], 10, -1).cpu()
-        ten.append(p.mean(1))
-        centre.append(p[:, 4])
+    # the two loaders of the run's own tests: the centre patches of its
+    # per-epoch validation, the ten patches of its last test (bf16
+    # results depend on the batch, so the batches must be the same)
+    centre, labels = [], []
+    for x, y in build_loaders(cfg)[1]:
+        centre.append(model(x.to(device)).float().softmax(1).cpu())
         labels.append(torch.as_tensor(y))
+    loader = build_ten_crop_loader(cfg)
+    ten = []
+    for x, _ in loader:  # x: (B, 10, 3, S, S)
+        p = model(x.to(device).flatten(0, 1)).float().softmax(1)
+        ten.append(p.view(x.shape[0], 10, -1).mean(1).cpu())
     data = loader.dataset
     result = {"centre": torch.cat(centre), "ten": torch.cat(ten),
               "labels": torch.cat(labels),

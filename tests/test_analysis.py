@@ -110,3 +110,19 @@ def test_confident_mistakes_and_the_ensemble_average():
         average_probabilities([probs, other[:4]])
     with pytest.raises(ValueError, match="N labels"):
         confident_mistakes(probs, labels[:4])
+
+
+def test_tower_gap_p_value_of_separated_and_of_mixed_towers():
+    from alexnet_lib.analysis import tower_gap_p_value
+    apart = tower_gap_p_value(torch.full((48,), 0.3), torch.full((48,), 0.6),
+                              permutations=999)
+    assert apart == 1 / 1000  # no split but the towers' own is as far
+    g = torch.Generator().manual_seed(0)
+    same = torch.rand(96, generator=g)
+    p = tower_gap_p_value(same[:48], same[48:], permutations=999)
+    assert 0.05 < p <= 1  # one random split: far from significant
+    # by hand on 4 values: |mean(1,2) - mean(3,4)| = 2 is the largest
+    # gap of the 6 splits; 2 of them ({1,2} and {3,4}) reach it
+    p4 = tower_gap_p_value(torch.tensor([1., 2.]), torch.tensor([3., 4.]),
+                           permutations=20_000)
+    assert p4 == pytest.approx(1 / 3, abs=0.01)
