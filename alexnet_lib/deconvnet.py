@@ -41,7 +41,8 @@ from torch import nn
 
 __all__ = ["Deconvnet", "Recording", "LAYERS", "unpool", "transposed_conv",
            "with_conv_weights", "occlusion", "receptive_field",
-           "top_activations"]
+           "top_activations", "receptive_box", "for_display",
+           "feature_evolution"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 # What lies between the ReLU of conv i and conv i+1 in AlexNet (§3.5):
@@ -306,3 +307,57 @@ def top_activations(model: nn.Module, batches, layer: str,
             found[c] = sorted(found[c], key=lambda t: (-t[0], t[1]))[:k]
         offset += len(x)
     return found
+
+
+def receptive_box(model: nn.Module, layer: str, row: int, col: int,
+                  image_size: int) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of the pixels unit (row, col) of
+    ``layer`` sees, cut to the image (bottom and right exclusive): the
+    image patch ZFNet's Fig. 2 shows beside each projection."""
+    size, stride, pad = receptive_field(model, layer)
+    top, left = row * stride - pad, col * stride - pad
+    return (max(top, 0), max(left, 0), min(top + size, image_size),
+            min(left + size, image_size))
+
+
+def for_display(images: torch.Tensor) -> torch.Tensor:
+    """Each (3, H, W) image of a batch scaled on its own to [0, 1],
+    all three colours together (projections are signed and tiny)."""
+    flat = images.flatten(1)
+    low = flat.min(1).values[:, None, None, None]
+    high = flat.max(1).values[:, None, None, None]
+    return (images - low) / (high - low).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def feature_evolution(model: nn.Module, snapshots: dict[int, dict],
+                      images: torch.Tensor, layer: str,
+                      channels: list[int], k: int = 9,
+                      batch: int = 100) -> dict:
+    """ZFNet's Fig. 4, measured: ``layer``'s maps ``channels`` at every
+    training snapshot (``runs.load_snapshots``), on ``images`` (N, 3,
+    S, S), network inputs. Per epoch: "top", each channel's k strongest
+    images (as :func:`top_activations`); "overlap", the share of those
+    k images that are also among the last snapshot's, averaged over the
+    channels (1: the map has settled); "weight_change", the distance of
+    the layer's weights to the last snapshot's, relative to the latter.
+    """
+    epochs = sorted(snapshots)
+    if not epochs:
+        raise ValueError("no snapshots: train with --snapshot-epochs "
+                         "(the full-size plan keeps 1, 2, 3, 5, 10, 20, 30)")
+    key = f"{_check_layer(layer)}.weight"
+    last_w = snapshots[epochs[-1]][key]
+    top, change = {}, {}
+    for e in epochs:
+        net = with_conv_weights(model, snapshots[e])
+        top[e] = top_activations(net, images.split(batch), layer,
+                                 channels, k)
+        change[e] = float((snapshots[e][key] - last_w).norm()
+                          / last_w.norm())
+    final = {c: {t[1] for t in top[epochs[-1]][c]} for c in channels}
+    overlap = {e: sum(len({t[1] for t in top[e][c]} & final[c])
+                      for c in channels) / (k * len(channels))
+               for e in epochs}
+    return {"epochs": epochs, "top": top, "overlap": overlap,
+            "weight_change": change}

@@ -229,3 +229,37 @@ def test_captum_deconvolution_agrees_without_lrn(layer, images):
     theirs = captum.Deconvolution(Unit()).attribute(images.clone(),
                                                     target=target)
     torch.testing.assert_close(ours / value[:, None, None, None], theirs)
+
+
+def test_receptive_box_is_cut_to_the_image():
+    from alexnet_lib.deconvnet import receptive_box
+    model = create_model("alexnet", num_classes=10)
+    # conv5 unit (0, 0): 163 px from -64, so rows and columns 0..98
+    assert receptive_box(model, "conv5", 0, 0, 224) == (0, 0, 99, 99)
+    # conv1 unit (54, 54) starts at 216 and would end at 227
+    assert receptive_box(model, "conv1", 54, 54, 224) == (216, 216, 224, 224)
+    assert receptive_box(model, "conv2", 3, 5, 224) == (8, 24, 59, 75)
+
+
+def test_for_display_scales_each_image_to_0_1():
+    from alexnet_lib.deconvnet import for_display
+    x = torch.stack([torch.linspace(-3, 5, 27).view(3, 3, 3),
+                     torch.zeros(3, 3, 3)])
+    out = for_display(x)
+    assert out[0].min() == 0 and out[0].max() == 1
+    assert torch.equal(out[1], torch.zeros(3, 3, 3))  # flat: no NaN
+
+
+def test_feature_evolution_ends_settled_and_counts_changes(net, images):
+    from alexnet_lib.deconvnet import feature_evolution
+    last = {k: v.clone() for k, v in net.state_dict().items()
+            if k.startswith("conv")}
+    first = {k: 2 * v for k, v in last.items()}  # twice the final weights
+    evo = feature_evolution(net, {1: first, 5: last}, images, "conv3",
+                            [0, 1], k=2, batch=1)
+    assert evo["epochs"] == [1, 5]
+    assert evo["overlap"][5] == 1.0 and evo["weight_change"][5] == 0.0
+    assert evo["weight_change"][1] == pytest.approx(1.0)  # |2w - w| / |w|
+    assert set(evo["top"][1]) == {0, 1}
+    with pytest.raises(ValueError, match="no snapshots"):
+        feature_evolution(net, {}, images, "conv3", [0])
