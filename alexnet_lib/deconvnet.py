@@ -285,26 +285,29 @@ def receptive_field(model: nn.Module, layer: str) -> tuple[int, int, int]:
 
 
 @torch.no_grad()
-def top_activations(model: nn.Module, batches, layer: str,
-                    channels: list[int], k: int = 9
-                    ) -> dict[int, list[tuple[float, int, int, int]]]:
-    """ZFNet Fig. 2's selection: for each of ``channels`` of ``layer``,
-    the ``k`` strongest activations over all images of ``batches``
-    (an iterable of (B, 3, S, S) tensors), at most one per image, as
-    (value, image index, row, column), strongest first."""
+def top_activations(model: nn.Module, batches, chosen: dict[str, list[int]],
+                    k: int = 9) -> dict[str, dict[int, list[tuple]]]:
+    """ZFNet Fig. 2's selection: for each layer of ``chosen`` and each of
+    its channels, the ``k`` strongest activations over all images of
+    ``batches`` (an iterable of (B, 3, S, S) tensors), at most one per
+    image, as (value, image index, row, column), strongest first. One
+    forward pass serves every layer."""
     deconv = Deconvnet(model)
-    found = {c: [] for c in channels}
+    found = {layer: {c: [] for c in channels}
+             for layer, channels in chosen.items()}
     offset = 0
     for x in batches:
-        maps = deconv.record(x).maps[_check_layer(layer)]
-        for c in channels:
-            flat = maps[:, c].flatten(1)  # (B, H*W)
-            values, where = flat.max(1)
+        maps_of = deconv.record(x).maps
+        for layer, channels in chosen.items():
+            maps = maps_of[_check_layer(layer)]
             w = maps.shape[-1]
-            found[c] += [(float(v), offset + b, int(p) // w, int(p) % w)
-                         for b, (v, p) in enumerate(zip(values, where))]
-        for c in channels:
-            found[c] = sorted(found[c], key=lambda t: (-t[0], t[1]))[:k]
+            for c in channels:
+                values, where = maps[:, c].flatten(1).max(1)
+                found[layer][c] = sorted(
+                    found[layer][c] + [
+                        (float(v), offset + b, int(p) // w, int(p) % w)
+                        for b, (v, p) in enumerate(zip(values, where))],
+                    key=lambda t: (-t[0], t[1]))[:k]
         offset += len(x)
     return found
 
@@ -331,33 +334,36 @@ def for_display(images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def feature_evolution(model: nn.Module, snapshots: dict[int, dict],
-                      images: torch.Tensor, layer: str,
-                      channels: list[int], k: int = 9,
-                      batch: int = 100) -> dict:
-    """ZFNet's Fig. 4, measured: ``layer``'s maps ``channels`` at every
-    training snapshot (``runs.load_snapshots``), on ``images`` (N, 3,
-    S, S), network inputs. Per epoch: "top", each channel's k strongest
-    images (as :func:`top_activations`); "overlap", the share of those
-    k images that are also among the last snapshot's, averaged over the
-    channels (1: the map has settled); "weight_change", the distance of
-    the layer's weights to the last snapshot's, relative to the latter.
+                      images: torch.Tensor, chosen: dict[str, list[int]],
+                      k: int = 9, batch: int = 100) -> dict[str, dict]:
+    """ZFNet's Fig. 4, measured: the maps of ``chosen`` ({layer:
+    channels}) at every training snapshot (``runs.load_snapshots``), on
+    ``images`` (N, 3, S, S), network inputs. Per layer and epoch:
+    "top", each channel's k strongest images (as :func:`top_activations`);
+    "overlap", the share of those k images that are also among the last
+    snapshot's, averaged over the channels (1: the map has settled);
+    "weight_change", the distance of the layer's weights to the last
+    snapshot's, relative to the latter.
     """
     epochs = sorted(snapshots)
     if not epochs:
         raise ValueError("no snapshots: train with --snapshot-epochs "
                          "(the full-size plan keeps 1, 2, 3, 5, 10, 20, 30)")
-    key = f"{_check_layer(layer)}.weight"
-    last_w = snapshots[epochs[-1]][key]
-    top, change = {}, {}
-    for e in epochs:
-        net = with_conv_weights(model, snapshots[e])
-        top[e] = top_activations(net, images.split(batch), layer,
-                                 channels, k)
-        change[e] = float((snapshots[e][key] - last_w).norm()
-                          / last_w.norm())
-    final = {c: {t[1] for t in top[epochs[-1]][c]} for c in channels}
-    overlap = {e: sum(len({t[1] for t in top[e][c]} & final[c])
-                      for c in channels) / (k * len(channels))
-               for e in epochs}
-    return {"epochs": epochs, "top": top, "overlap": overlap,
-            "weight_change": change}
+    tops = {e: top_activations(with_conv_weights(model, snapshots[e]),
+                               images.split(batch), chosen, k)
+            for e in epochs}
+    result = {}
+    for layer, channels in chosen.items():
+        key = f"{layer}.weight"
+        last_w = snapshots[epochs[-1]][key]
+        final = {c: {t[1] for t in tops[epochs[-1]][layer][c]}
+                 for c in channels}
+        result[layer] = {
+            "epochs": epochs,
+            "top": {e: tops[e][layer] for e in epochs},
+            "overlap": {e: sum(len({t[1] for t in tops[e][layer][c]}
+                                   & final[c]) for c in channels)
+                        / (k * len(channels)) for e in epochs},
+            "weight_change": {e: float((snapshots[e][key] - last_w).norm()
+                                       / last_w.norm()) for e in epochs}}
+    return result

@@ -184,7 +184,10 @@ def test_receptive_fields_of_the_paper_network():
 def test_top_activations_pick_the_strongest_image_per_map(net, images):
     from alexnet_lib.deconvnet import top_activations
     batches = [images[:1], images[1:]]  # image indices run on
-    top = top_activations(net, batches, "conv2", [0, 7], k=2)
+    both = top_activations(net, batches, {"conv2": [0, 7], "conv4": [1]},
+                           k=2)
+    assert set(both) == {"conv2", "conv4"} and set(both["conv4"]) == {1}
+    top = both["conv2"]
     rec = Deconvnet(net).record(images)
     for c in (0, 7):
         assert [t[1] for t in top[c]] == sorted(
@@ -255,11 +258,11 @@ def test_feature_evolution_ends_settled_and_counts_changes(net, images):
     last = {k: v.clone() for k, v in net.state_dict().items()
             if k.startswith("conv")}
     first = {k: 2 * v for k, v in last.items()}  # twice the final weights
-    evo = feature_evolution(net, {1: first, 5: last}, images, "conv3",
-                            [0, 1], k=2, batch=1)
+    evo = feature_evolution(net, {1: first, 5: last}, images,
+                            {"conv3": [0, 1]}, k=2, batch=1)["conv3"]
     assert evo["epochs"] == [1, 5]
     assert evo["overlap"][5] == 1.0 and evo["weight_change"][5] == 0.0
     assert evo["weight_change"][1] == pytest.approx(1.0)  # |2w - w| / |w|
     assert set(evo["top"][1]) == {0, 1}
     with pytest.raises(ValueError, match="no snapshots"):
-        feature_evolution(net, {}, images, "conv3", [0])
+        feature_evolution(net, {}, images, {"conv3": [0]})
