@@ -35,7 +35,8 @@ __all__ = ["ImagenettePlan", "IMAGENETTE_PLANS", "FULL_SIZE",
            "full_size_name", "run_name", "run_folder",
            "train_command", "run_train_command", "is_finished",
            "load_run", "input_mean", "centre_crops", "load_snapshots",
-           "estimate_minutes", "predictions", "ensure_run"]
+           "estimate_minutes", "predictions", "ensure_run",
+           "plan_differences"]
 
 RUNS_FOLDER = "runs"  # under cache_root()
 
@@ -331,6 +332,30 @@ def predictions(out_dir: str | Path, device: str = "cpu") -> dict:
     return result
 
 
+def plan_differences(out_dir: str | Path, args: list[str]) -> list[str]:
+    """What the run in ``out_dir`` was trained with that the train
+    command ``args`` would now do differently: "name: was -> now" for
+    the model options, patch sizes, subsets, epochs, seed and snapshots
+    (an older cached run of a plan that has since changed)."""
+    from alexnet_lib.cli import build_parser, config_from_args
+    saved = json.loads((Path(out_dir) / runlog.CONFIG_FILE).read_text())
+    now = config_from_args(build_parser().parse_args(args)).to_dict()
+    fields = [("model_options",), ("data", "image_size"),
+              ("data", "resize"), ("data", "train_subset"),
+              ("data", "val_subset"), ("epochs",), ("seed",),
+              ("snapshot_epochs",)]
+    changed = []
+    for path in fields:
+        was, new = saved, now
+        for key in path:
+            was, new = was.get(key), new.get(key)
+        if isinstance(new, tuple):
+            new = list(new)
+        if was != new:
+            changed.append(f"{'.'.join(path)}: {was} -> {new}")
+    return changed
+
+
 def ensure_run(plan: ImagenettePlan, out_dir: str | Path, profile: str,
                seed: int = 0, groups: int = 2,
                expected_epochs: int | None = None) -> tuple[str, float]:
@@ -351,6 +376,11 @@ def ensure_run(plan: ImagenettePlan, out_dir: str | Path, profile: str,
     print(command)
     if is_finished(out):
         print(f"  finished before: loading {out.name}")
+        changed = plan_differences(out, args)
+        if changed:
+            print(f"  note: it was trained with another plan ("
+                  f"{'; '.join(changed)}) and is used as it is; delete "
+                  f"the folder to train the current one")
         return command, 0.0
     epochs = expected_epochs or plan.epochs
     guess = estimate_minutes(plan, epochs, profile, groups)

@@ -211,4 +211,14 @@ def test_ensure_run_trains_once_then_loads(imagenette_dir, tmp_path,
     assert seconds > 0 and is_finished(out)
     again = ensure_run(plan, out, "ci", seed=2, groups=1)
     assert again == (command, 0.0)
-    assert "finished before: loading once" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "finished before: loading once" in text
+    assert "another plan" not in text
+    # the plan changed since: the cached run is used, and the note says
+    # what differs and what to do
+    longer = ImagenettePlan(image_size=64, resize=73, train_subset=10,
+                            val_subset=10, epochs=2, batch_size=10)
+    assert ensure_run(longer, out, "ci", seed=2, groups=1)[1] == 0.0
+    text = capsys.readouterr().out
+    assert "it was trained with another plan (epochs: 1 -> 2)" in text
+    assert "delete the folder to train the current one" in text
