@@ -94,7 +94,8 @@ def transposed_conv(signal: torch.Tensor, conv: nn.Conv2d,
 
 
 class Deconvnet:
-    """ZFNet's deconvnet on a trained ``AlexNet`` (any ``groups``).
+    """ZFNet's deconvnet on a trained ``AlexNet`` (any ``groups``) or
+    ``ZFNet`` (normalisation after pooling: ``norm_after_pool``).
 
     The model is used as it is (eval mode, no gradients); its layers
     are read by name: pad1, conv1..conv5, relu1..relu5, lrn1, lrn2,
@@ -127,15 +128,20 @@ class Deconvnet:
             lrn_name, pool_name = _BETWEEN.get(name, (None, None))
             if lrn_name is None:
                 continue
-            normed = getattr(m, lrn_name)(h)
-            # the factor LRN divided by, where the map is not zero
-            scales[name] = torch.where(h != 0, h / normed.where(
-                normed != 0, torch.ones_like(normed)), torch.ones_like(h))
-            pool = getattr(m, pool_name)
-            shapes[name] = normed.shape
-            h, switches[name] = F.max_pool2d(
-                normed, pool.kernel_size, pool.stride, pool.padding,
+            pool, lrn = getattr(m, pool_name), getattr(m, lrn_name)
+            after_pool = getattr(m, "norm_after_pool", False)  # ZFNet
+            pooled_in = h if after_pool else lrn(h)
+            shapes[name] = pooled_in.shape
+            pooled, switches[name] = F.max_pool2d(
+                pooled_in, pool.kernel_size, pool.stride, pool.padding,
                 pool.dilation, pool.ceil_mode, return_indices=True)
+            before = pooled if after_pool else h
+            normed = lrn(pooled) if after_pool else pooled_in
+            # the factor LRN divided by, where the map is not zero
+            scales[name] = torch.where(before != 0, before / normed.where(
+                normed != 0, torch.ones_like(normed)),
+                torch.ones_like(before))
+            h = normed if after_pool else pooled
         return Recording(maps, switches, shapes, scales, x.shape)
 
     def strongest(self, recording: Recording, layer: str,
@@ -177,9 +183,12 @@ class Deconvnet:
             if lrn_name is not None:  # conv i reads pooled, normed maps
                 h = transposed_conv(h, conv,
                                     recording.switches[below_name].shape)
+                after_pool = getattr(m, "norm_after_pool", False)
+                if self.lrn == "scale" and after_pool:  # ZFNet's order
+                    h = h / recording.lrn_scale[below_name]
                 h = unpool(h, recording.switches[below_name],
                            recording.pooled_from[below_name])
-                if self.lrn == "scale":
+                if self.lrn == "scale" and not after_pool:
                     h = h / recording.lrn_scale[below_name]
             else:
                 h = transposed_conv(h, conv, below)

@@ -266,3 +266,30 @@ def test_feature_evolution_ends_settled_and_counts_changes(net, images):
     assert set(evo["top"][1]) == {0, 1}
     with pytest.raises(ValueError, match="no snapshots"):
         feature_evolution(net, {}, images, {"conv3": [0]})
+
+
+def test_deconvnet_on_zfnet_follows_its_pool_then_norm_order():
+    # ZFNet normalises after pooling: the autograd formulation in that
+    # order must agree for every layer
+    from alexnet_lib.models import ZFNet
+    torch.manual_seed(0)
+    model = ZFNet(num_classes=10).eval().double()
+    x = 50 * torch.randn(1, 3, 224, 224, dtype=torch.float64)
+    d = Deconvnet(model)
+    rec = d.record(x)
+    assert rec.maps["conv1"].shape == (1, 96, 110, 110)
+    assert rec.switches["conv1"].shape == (1, 96, 55, 55)
+    for layer in ("conv2", "conv5"):
+        signal = d.strongest(rec, layer, 1)
+        xx = x.clone().requires_grad_()
+        h = model.pad1(xx)
+        for i, name in enumerate(LAYERS, start=1):
+            h = _DeconvReLU.apply(getattr(model, name)(h))
+            if name == layer:
+                break
+            if i <= 2:
+                h = _PassLRN.apply(getattr(model, f"pool{i}")(h),
+                                   getattr(model, f"lrn{i}"))
+        expected, = torch.autograd.grad(h, xx, signal)
+        torch.testing.assert_close(d.reconstruct(rec, layer, signal),
+                                   expected)

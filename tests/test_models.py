@@ -335,3 +335,35 @@ def test_cifar_bad_options():
         cifar_11pct(activation="elu")
     with pytest.raises(ValueError, match=r"expects \(B, 3, 24, 24\)"):
         cifar_13pct()(torch.zeros(1, 3, 32, 32))
+
+
+def test_zfnet_has_the_papers_sizes_and_parameter_count():
+    # ZFNet Fig. 3 with the layer table of its overview: 62,357,608
+    from alexnet_lib.models import ZFNet, create_model
+    net = create_model("zfnet").eval()
+    assert sum(p.numel() for p in net.parameters()) == 62_357_608
+    assert net.conv1.kernel_size == (7, 7) and net.conv1.stride == (2, 2)
+    assert net.conv2.stride == (2, 2) and net.conv2.groups == 1
+    x = torch.zeros(1, 3, 224, 224)
+    h = net.conv1(net.pad1(x))
+    assert h.shape[-1] == 110
+    h = net.lrn1(net.pool1(net.relu1(h)))
+    assert h.shape[-1] == 55
+    h = net.pool2(net.relu2(net.conv2(h)))
+    assert h.shape[-1] == 13
+    assert net.features(x).shape == (1, 256, 6, 6)
+    assert net(x).shape == (1, 1000)
+    with pytest.raises(ValueError, match="224x224"):
+        ZFNet(input_size=227)
+
+
+def test_zfnet_renormalises_filters_above_rms_0_1():
+    from alexnet_lib.models import ZFNet
+    net = ZFNet(num_classes=10)
+    with torch.no_grad():
+        net.conv1.weight[3] *= 100  # RMS 1.0, far above 0.1
+    assert net.renormalise_() == 1
+    rms = net.conv1.weight.pow(2).mean(dim=(1, 2, 3)).sqrt()
+    assert rms[3].item() == pytest.approx(0.1)
+    assert (rms <= 0.1 + 1e-6).all()
+    assert net.renormalise_() == 0  # nothing left to scale

@@ -76,6 +76,11 @@ def test_scoring_ranks_over_1000_and_among_the_subset():
     assert out["top1_error"] == 1.0  # class 5 wins over all 1000
     assert out["top5_error"] == 0.0
     assert out["top1_error_among"] == 0.5  # among {7, 3}: 3 wins
+    # §6 scores only the images the weights were not trained on: a
+    # Subset of the data set counts those alone
+    unseen = score_on_imagenet_classes(
+        Fixed(), torch.utils.data.Subset(data, [1]), [7, 3])
+    assert unseen["n"] == 1 and unseen["top1_error_among"] == 0.0
 
 
 def test_owt_transform_is_torchvisions_224_crop():

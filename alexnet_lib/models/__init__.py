@@ -19,6 +19,7 @@ from alexnet_lib.models.proxy import alexnet_cifar
 from alexnet_lib.models.owt import (AlexNetOWT, PretrainedWeightsError,
                                     alexnet_owt)
 from alexnet_lib.models.two_tower import TwoTowerAlexNet
+from alexnet_lib.models.zfnet import ZFNet
 
 __all__ = ["register_model", "create_model", "list_models", "AlexNet",
            "TwoTowerAlexNet", "AlexNetOWT", "alexnet_owt",
@@ -26,7 +27,7 @@ __all__ = ["register_model", "create_model", "list_models", "AlexNet",
            "cifar_11pct", "cifar_13pct", "alexnet_cifar",
            "LocalResponseNorm",
            "local_response_norm", "LocallyConnected2d",
-           "feature_map_shapes"]
+           "feature_map_shapes", "ZFNet"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {
     "alexnet": AlexNet,                       # the paper, §3.5
@@ -36,6 +37,7 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     "cifar_11pct": cifar_11pct,               # §3.3, with LRN
     "cifar_13pct": cifar_13pct,               # §3.3, without LRN
     "alexnet_cifar": alexnet_cifar,           # §3.2/§3.4 CIFAR proxy
+    "zfnet": ZFNet,                           # Zeiler & Fergus, Fig. 3
 }
 
 
