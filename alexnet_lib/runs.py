@@ -8,11 +8,11 @@ unfinished (the command resumes), and read it with ``load_run``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,13 +250,10 @@ def estimate_minutes(plan: ImagenettePlan, epochs: int, profile: str = "cpu",
     minutes.
     """
     from alexnet_lib import speed
-    from alexnet_lib.config import SpeedConfig, get_profile
-    overrides = get_profile(profile).overrides
-    opts = SpeedConfig(**{k.split("__", 1)[1]: v for k, v in
-                          overrides.items() if k.startswith("speed__")})
+    from alexnet_lib.config import apply_profile
     device = "cuda" if profile != "cpu" and torch.cuda.is_available() \
         else "cpu"
-    opts = opts.resolve(device)
+    opts = apply_profile(TrainConfig(), profile).speed.resolve(device)
     model = create_model("alexnet", num_classes=10, groups=groups,
                          input_size=plan.image_size).to(device)
     speed.apply_speed(model, opts, device)
@@ -295,10 +292,11 @@ def predictions(out_dir: str | Path, device: str = "cpu") -> dict:
 
     ``centre`` (N, C): the centre patch; ``ten`` (N, C): the mean over
     the ten patches (§4.1); ``labels`` (N,); ``files`` (the N image
-    paths) and ``classes``. Computed once, in the batches and with the
-    speed settings (bf16 where the run used it) of the run's own
-    ten-patch test, so the error rates equal its records; kept in the
-    run folder (``predictions.pt``) until the checkpoint changes.
+    paths) and ``classes``. Computed once, with the loaders, batches
+    and speed settings (bf16 where the run used it) of the run's own
+    validation and ten-patch test, so the error rates equal its records
+    (in bf16 up to a flipped near-tie); kept in the run folder
+    (``predictions.pt``) until the checkpoint changes.
     """
     from alexnet_lib.data.build import build_loaders, build_ten_crop_loader
     from alexnet_lib.speed import apply_speed

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from alexnet_lib.layers import PAPER_LRN, LocalResponseNorm
-from alexnet_lib.models.alexnet import check_input
+from alexnet_lib.models.alexnet import AlexNet, check_input
 
 __all__ = ["ZFNet", "FILTER_RMS_RADIUS"]
 
@@ -91,14 +91,9 @@ class ZFNet(nn.Module):
         x = self.relu4(self.conv4(x))                     # (B, 384, 13, 13)
         return self.pool5(self.relu5(self.conv5(x)))      # (B, 256, 6, 6)
 
-    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
-        """fc7 after its ReLU, (B, 4096)."""
-        x = torch.flatten(self.features(x), 1)
-        x = self.drop6(self.relu6(self.fc6(x)))
-        return self.relu7(self.fc7(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc8(self.drop7(self.penultimate(x)))
+    # fc6..fc8 are AlexNet's: the same head on the same pool5 shape
+    penultimate = AlexNet.penultimate  # fc7 after its ReLU, (B, 4096)
+    forward = AlexNet.forward  # logits, (B, num_classes)
 
     @torch.no_grad()
     def renormalise_(self, radius: float = FILTER_RMS_RADIUS) -> int:
