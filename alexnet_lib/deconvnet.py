@@ -42,7 +42,7 @@ from torch import nn
 __all__ = ["Deconvnet", "Recording", "LAYERS", "unpool", "transposed_conv",
            "with_conv_weights", "occlusion", "receptive_field",
            "top_activations", "receptive_box", "for_display",
-           "feature_evolution"]
+           "top_projections", "grid_of", "feature_evolution"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 # What lies between the ReLU of conv i and conv i+1 in AlexNet (§3.5):
@@ -339,6 +339,37 @@ def for_display(images: torch.Tensor) -> torch.Tensor:
     low = flat.min(1).values[:, None, None, None]
     high = flat.max(1).values[:, None, None, None]
     return (images - low) / (high - low).clamp_min(1e-12)
+
+
+def top_projections(deconv: "Deconvnet", inputs: torch.Tensor,
+                    images: torch.Tensor, top: list[tuple], layer: str,
+                    channel: int) -> tuple[list, list]:
+    """Fig. 2's pair for one map: (projections, patches), two lists of
+    (3, h, w) images in [0, 1], each cut to the unit's receptive field.
+    ``top`` is the map's list from :func:`top_activations`; ``inputs``
+    the network inputs it was found on, ``images`` the same photos as
+    uint8 (what the patches show)."""
+    idx = [t[1] for t in top]
+    proj = for_display(deconv.project(inputs[idx], layer, channel))
+    shown, patches = [], []
+    for p, (_, i, r, c) in zip(proj, top):
+        t, left, b, right = receptive_box(deconv.model, layer, r, c,
+                                          inputs.shape[-1])
+        shown.append(p[:, t:b, left:right])
+        patches.append(images[i][:, t:b, left:right].float() / 255)
+    return shown, patches
+
+
+def grid_of(images: list[torch.Tensor], nrow: int = 3,
+            padding: int = 2) -> torch.Tensor:
+    """(3, H, W) grid of (3, h, w) images of different sizes, each
+    padded with white to the largest (the top-9 panels of Fig. 2)."""
+    from torchvision.utils import make_grid
+    h = max(i.shape[1] for i in images)
+    w = max(i.shape[2] for i in images)
+    padded = [F.pad(i, (0, w - i.shape[2], 0, h - i.shape[1]), value=1.0)
+              for i in images]
+    return make_grid(padded, nrow=nrow, padding=padding, pad_value=1.0)
 
 
 @torch.no_grad()

@@ -103,17 +103,30 @@ def full_size_name(seed: int = 0, groups: int = 2) -> str:
 
 
 def run_name(profile: str, seed: int = 0, groups: int = 2,
-             epochs: int | None = None) -> str:
-    """The name §6 and §6.1 give an Imagenette run of the paper's net.
+             epochs: int | None = None, model: str = "alexnet",
+             size: int | None = None) -> str:
+    """The name §6, §6.1 and §8 give an Imagenette run of a network.
 
-    Under ``cpu`` it is the full-size run (:func:`full_size_name`), the
-    one ``tools/train_full_size.py`` trains; ``epochs`` names a run
-    shortened to that many epochs (``...-10ep``).
+    Under ``cpu`` the paper's network is the full-size run
+    (:func:`full_size_name`), the one ``tools/train_full_size.py``
+    trains; ``epochs`` names a run shortened to that many epochs
+    (``...-10ep``). ``model="zfnet"`` names ZFNet's (one dense tower,
+    so ``groups`` does not apply). ``size`` tells apart a run whose
+    patches differ from its profile's plan (``...-ci224``); ``cpu``
+    runs are 224-pixel runs by name.
     """
-    if profile == "cpu":
-        name = full_size_name(seed, groups)
+    if size is not None and profile == "cpu" and size != 224:
+        raise ValueError(f"run_name: cpu runs are 224-pixel runs, got "
+                         f"size={size}")
+    tag = "full224" if profile == "cpu" else (
+        profile if size is None else f"{profile}{size}")
+    if model == "zfnet":
+        name = f"imagenette-zfnet-seed{seed}-{tag}"
+    elif model != "alexnet":
+        raise ValueError(f"run_name: model must be 'alexnet' or 'zfnet', "
+                         f"got {model!r}")
     else:
-        name = f"imagenette-alexnet-groups{groups}-seed{seed}-{profile}"
+        name = f"imagenette-alexnet-groups{groups}-seed{seed}-{tag}"
     return name if epochs is None else f"{name}-{epochs}ep"
 
 
@@ -127,7 +140,12 @@ def run_folder(name: str) -> Path:
 def train_command(plan: ImagenettePlan, out_dir: str | Path,
                   profile: str, seed: int = 0, groups: int = 2,
                   model: str = "alexnet") -> list[str]:
-    """Arguments of ``python -m alexnet_lib train`` for ``plan``."""
+    """Arguments of ``python -m alexnet_lib train`` for ``plan``.
+
+    ZFNet keeps its own initialisation (ZFNet §3: weights N(0, 0.01),
+    biases 0) and has one tower: the plan's init, bias and ``groups``
+    apply to AlexNet only.
+    """
     args = ["train", "--model", model, "--dataset", "imagenet",
             "--profile", profile, "--out", str(out_dir),
             "--seed", str(seed), "--epochs", str(plan.epochs),
@@ -136,14 +154,15 @@ def train_command(plan: ImagenettePlan, out_dir: str | Path,
             "--resize", str(plan.resize),
             "--patience", str(plan.patience),
             "--workers", str(plan.workers), "--ten-crop", "--no-progress",
-            "--model-option", f"input_size={plan.image_size}",
-            "--model-option", f"init={plan.init}"]
-    if plan.bias is not None:
-        args += ["--model-option", f"bias={plan.bias}"]
+            "--model-option", f"input_size={plan.image_size}"]
+    if model == "alexnet":
+        args += ["--model-option", f"init={plan.init}"]
+        if plan.bias is not None:
+            args += ["--model-option", f"bias={plan.bias}"]
     if plan.snapshot_epochs:
         args += ["--snapshot-epochs",
                  ",".join(map(str, plan.snapshot_epochs))]
-    if groups != 2:
+    if groups != 2 and model == "alexnet":
         args += ["--model-option", f"groups={groups}"]
     for flag, value in (("--train-subset", plan.train_subset),
                         ("--val-subset", plan.val_subset)):
@@ -237,8 +256,8 @@ def load_snapshots(out_dir: str | Path) -> dict[int, dict[str, torch.Tensor]]:
 
 
 def estimate_minutes(plan: ImagenettePlan, epochs: int, profile: str = "cpu",
-                     groups: int = 2, batch: int = 64, steps: int = 2
-                     ) -> dict[str, float]:
+                     groups: int = 2, batch: int = 64, steps: int = 2,
+                     model: str = "alexnet") -> dict[str, float]:
     """How long ``epochs`` epochs of ``plan`` would take here.
 
     Times ``steps`` training steps (after one untimed) of the plan's
@@ -254,19 +273,20 @@ def estimate_minutes(plan: ImagenettePlan, epochs: int, profile: str = "cpu",
     device = "cuda" if profile != "cpu" and torch.cuda.is_available() \
         else "cpu"
     opts = apply_profile(TrainConfig(), profile).speed.resolve(device)
-    model = create_model("alexnet", num_classes=10, groups=groups,
-                         input_size=plan.image_size).to(device)
-    speed.apply_speed(model, opts, device)
+    options = {"groups": groups} if model == "alexnet" else {}
+    net = create_model(model, num_classes=10, input_size=plan.image_size,
+                       **options).to(device)
+    speed.apply_speed(net, opts, device)
     s = plan.image_size
     x = torch.randn(batch, 3, s, s, device=device)
     if opts.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), device=device)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
+        nn.functional.cross_entropy(net(x), y).backward()
         opt.step()
 
     step()  # untimed: first-call costs
@@ -356,7 +376,8 @@ def plan_differences(out_dir: str | Path, args: list[str]) -> list[str]:
 
 def ensure_run(plan: ImagenettePlan, out_dir: str | Path, profile: str,
                seed: int = 0, groups: int = 2,
-               expected_epochs: int | None = None) -> tuple[str, float]:
+               expected_epochs: int | None = None,
+               model: str = "alexnet") -> tuple[str, float]:
     """Load a finished run, or train it now (what §6 and §6.1 do).
 
     Prints the command as a reader would type it (the run folder under
@@ -366,7 +387,8 @@ def ensure_run(plan: ImagenettePlan, out_dir: str | Path, profile: str,
     run resumes. Returns (the command, seconds spent training here).
     """
     out = Path(out_dir)
-    args = train_command(plan, out, profile, seed=seed, groups=groups)
+    args = train_command(plan, out, profile, seed=seed, groups=groups,
+                         model=model)
     cache = "$ALEXNET_CACHE" if "ALEXNET_CACHE" in os.environ else (
         "~/.cache/alexnet_lib")
     command = "python -m alexnet_lib " + " ".join(args).replace(
@@ -381,7 +403,7 @@ def ensure_run(plan: ImagenettePlan, out_dir: str | Path, profile: str,
                   f"the folder to train the current one")
         return command, 0.0
     epochs = expected_epochs or plan.epochs
-    guess = estimate_minutes(plan, epochs, profile, groups)
+    guess = estimate_minutes(plan, epochs, profile, groups, model=model)
     minutes = guess["minutes"]
     when = f"{minutes:.0f} min" if minutes >= 1 else f"{60 * minutes:.0f} s"
     print(f"  not in the cache: training it now, about {when} or more "

@@ -136,6 +136,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable,
     that message; ``bar`` is an optional tqdm bar to advance.
     """
     model.train()
+    # ZFNet §3: conv filters are scaled back to RMS 0.1 after each update
+    renormalise = getattr(getattr(model, "module", model), "renormalise_",
+                          None)
     # The loader's randomness is a function of (seed, epoch, step):
     # making its iterator must not move the RNG that dropout draws from,
     # or a resumed run would see other dropout masks than a straight one.
@@ -163,6 +166,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if renormalise is not None:
+            renormalise()
         steps += 1
         sums += stats
         if bar is not None:

@@ -56,6 +56,31 @@ def test_run_names_of_the_chapters():
     assert run_name("cpu", 0, groups=1, epochs=10) == (
         "imagenette-alexnet-groups1-seed0-full224-10ep")
     assert run_name("ci", 0) == "imagenette-alexnet-groups2-seed0-ci"
+    # §8.1's comparison: ZFNet by name, and a ci run at 224 pixels kept
+    # apart from §6.1's 112-pixel one of the same seed and epochs
+    assert run_name("cpu", 1, groups=1, epochs=6, model="zfnet") == (
+        "imagenette-zfnet-seed1-full224-6ep")
+    assert run_name("ci", 0, groups=1, epochs=1, size=224) == (
+        "imagenette-alexnet-groups1-seed0-ci224-1ep")
+    assert run_name("ci", 0, groups=1, epochs=1) != run_name(
+        "ci", 0, groups=1, epochs=1, size=224)
+    with pytest.raises(ValueError, match="model must be"):
+        run_name("cpu", 0, model="vgg")
+    with pytest.raises(ValueError, match="224-pixel"):
+        run_name("cpu", 0, size=112)
+
+
+def test_train_command_for_zfnet_keeps_its_own_init():
+    plan = ImagenettePlan(image_size=224, resize=256, bias=0.1,
+                          snapshot_epochs=(1,))
+    zf = train_command(plan, "/runs/x", "ci", seed=0, groups=1,
+                       model="zfnet")
+    assert zf[zf.index("--model") + 1] == "zfnet"
+    assert not any(a.startswith(("init=", "bias=", "groups="))
+                   for a in zf)
+    alex = train_command(plan, "/runs/x", "ci", seed=0, groups=1)
+    assert "init=paper" in alex and "bias=0.1" in alex
+    assert "groups=1" in alex
 
 
 def test_estimate_minutes_scales_a_timed_step_to_the_plan():
