@@ -110,13 +110,13 @@ def shift_sensitivity(model: nn.Module, images: torch.Tensor, size: int,
     ``images`` (N, 3, H, W) are network inputs (mean subtracted) wider
     than ``size``; each is cut at columns [o + d, o + d + size) for every
     shift d, with o centring the window. For each layer (its ReLU output,
-    as ``Deconvnet.record`` keeps it) the maps are averaged over space
+    ``relu1`` for conv1 and so on) the maps are averaged over space
     (so a shift by a multiple of the layer's stride would change nothing
     but the borders) and the relative change ||v_d - v_0|| / ||v_0|| is
     averaged over images. ``"output"`` is the total-variation distance of
     the class probabilities. Returns {layer: [one value per shift]}.
     """
-    from alexnet_lib.deconvnet import Deconvnet
+    from alexnet_lib.deconvnet import LAYERS
     shifts, layers = list(shifts), list(layers)
     if not shifts or shifts[0] != 0:
         raise ValueError(f"shifts must start at 0 (the reference), got "
@@ -126,23 +126,31 @@ def shift_sensitivity(model: nn.Module, images: torch.Tensor, size: int,
         raise ValueError(f"images of {h}x{w} are too small for {size}-pixel "
                          f"windows moved by up to {max(shifts)} pixels")
     top, left = (h - size) // 2, (w - size - max(shifts)) // 2
-    deconv = Deconvnet(model)
     model.eval()
+    pooled: dict[str, torch.Tensor] = {}
+    # conv i's ReLU output, averaged over space, caught on the way through
+    hooks = [getattr(model, f"relu{LAYERS.index(name) + 1}")
+             .register_forward_hook(
+                 lambda m, i, o, name=name: pooled.__setitem__(
+                     name, o.float().mean((2, 3)).double()))
+             for name in layers]
     change = {name: torch.zeros(len(shifts), dtype=torch.float64)
               for name in [*layers, "output"]}
-    for part in images.split(batch):
-        base = None
-        for j, d in enumerate(shifts):
-            x = part[:, :, top:top + size, left + d:left + d + size]
-            rec = deconv.record(x.float())
-            pooled = {name: rec.maps[name].float().mean((2, 3)).double()
-                      for name in layers}
-            probs = model(x.float()).float().softmax(1).double()
-            if base is None:
-                base = pooled, probs
-            for name in layers:
-                diff = (pooled[name] - base[0][name]).norm(dim=1)
-                change[name][j] += (diff / base[0][name].norm(dim=1)
-                                    .clamp_min(1e-12)).sum()
-            change["output"][j] += 0.5 * (probs - base[1]).abs().sum(1).sum()
+    try:
+        for part in images.split(batch):
+            base = None
+            for j, d in enumerate(shifts):
+                x = part[:, :, top:top + size, left + d:left + d + size]
+                probs = model(x.float()).float().softmax(1).double()
+                now = {name: pooled[name] for name in layers}
+                if base is None:
+                    base = now, probs
+                for name in layers:
+                    diff = (now[name] - base[0][name]).norm(dim=1)
+                    change[name][j] += (diff / base[0][name].norm(dim=1)
+                                        .clamp_min(1e-12)).sum()
+                change["output"][j] += 0.5 * (probs - base[1]).abs().sum()
+    finally:
+        for hook in hooks:
+            hook.remove()
     return {name: (v / n).tolist() for name, v in change.items()}
