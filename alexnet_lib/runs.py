@@ -36,7 +36,7 @@ __all__ = ["ImagenettePlan", "IMAGENETTE_PLANS", "FULL_SIZE",
            "train_command", "run_train_command", "is_finished",
            "load_run", "input_mean", "centre_crops", "load_snapshots",
            "estimate_minutes", "predictions", "ensure_run",
-           "plan_differences"]
+           "plan_differences", "wall_time_s", "run_summary"]
 
 RUNS_FOLDER = "runs"  # under cache_root()
 
@@ -242,6 +242,42 @@ def centre_crops(cfg: TrainConfig, split: str, subset: int | None = None
     images, labels = zip(*(folder[i] for i in range(len(folder))))
     return (torch.stack(images), torch.tensor(labels),
             list(folder.classes))
+
+
+def wall_time_s(records: list[dict]) -> float:
+    """A run's training time in seconds over all its segments: each
+    record's ``wall_time_s`` counts from the start of its segment (the
+    first start or a resume), so the run's time is the sum of every
+    segment's last value."""
+    ends: dict[int, float] = {}
+    for r in records:
+        seg = r.get("segment", 1)
+        ends[seg] = max(ends.get(seg, 0.0), r["wall_time_s"])
+    return sum(ends.values())
+
+
+def run_summary(out_dir: str | Path) -> dict:
+    """A finished run's numbers from its records: per epoch, ``val``
+    (centre-patch top-1 error) and ``train`` (training error, with
+    dropout and augmentation); after the last epoch ``top1`` and
+    ``top5``; the ten-patch test's ``ten1`` and ``ten5``; the median
+    ``rate`` in images/s over the epochs, ``minutes`` over all segments
+    (:func:`wall_time_s`) and the number of ``epochs``."""
+    records = runlog.read_metrics(out_dir)
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    tens = [r for r in records if r["kind"] == "ten_crop"]
+    if not epochs or not tens:
+        raise ValueError(f"the run in {out_dir} has not finished: train "
+                         f"it first (its records end before the "
+                         f"ten-patch test)")
+    import statistics
+    return dict(val=[r["val_top1_error"] for r in epochs],
+                train=[r["train_error"] for r in epochs],
+                top1=epochs[-1]["val_top1_error"],
+                top5=epochs[-1]["val_top5_error"],
+                ten1=tens[-1]["top1_error"], ten5=tens[-1]["top5_error"],
+                rate=statistics.median(r["images_per_s"] for r in epochs),
+                minutes=wall_time_s(records) / 60, epochs=len(epochs))
 
 
 def load_snapshots(out_dir: str | Path) -> dict[int, dict[str, torch.Tensor]]:

@@ -10,9 +10,9 @@ from alexnet_lib.runs import (FULL_SIZE, IMAGENETTE_PLANS, ImagenettePlan,
                               centre_crops, estimate_minutes,
                               full_size_name, input_mean, is_finished,
                               load_run, load_snapshots, predictions,
-                              run_folder,
-                              run_name, run_train_command, train_command,
-                              ensure_run)
+                              run_folder, run_name, run_summary,
+                              run_train_command, train_command,
+                              wall_time_s, ensure_run)
 
 
 def test_plans_shrink_only_the_amount_of_work():
@@ -219,6 +219,32 @@ def test_full_size_plan_is_the_paper_network_at_224(tmp_path, monkeypatch,
     assert record["wall_time_s"] == 200.0  # 80 + 120
     assert record["details"]["segments"] == [1, 2]
     assert record["details"]["epochs"] == 2
+
+
+def test_run_summary_reads_a_finished_run(tmp_path):
+    import json
+    epoch = dict(kind="epoch", step=74, lr=0.01, train_loss=1.0,
+                 train_error=0.5, val_top5_error=0.1, lr_drops=0)
+    rows = [dict(epoch, epoch=0, segment=1, wall_time_s=60.0,
+                 val_top1_error=0.6, images_per_s=50.0),
+            dict(epoch, epoch=1, segment=2, wall_time_s=30.0,
+                 val_top1_error=0.4, images_per_s=70.0),
+            dict(epoch, epoch=2, segment=2, wall_time_s=70.0,
+                 val_top1_error=0.35, images_per_s=90.0)]
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="has not finished"):
+        run_summary(tmp_path)
+    ten = dict(kind="ten_crop", epoch=3, step=222, top1_error=0.3,
+               top5_error=0.05, n=2000, segment=2, wall_time_s=100.0)
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(ten) + "\n")
+    s = run_summary(tmp_path)
+    assert s["val"] == [0.6, 0.4, 0.35] and s["epochs"] == 3
+    assert (s["top1"], s["ten1"], s["ten5"]) == (0.35, 0.3, 0.05)
+    assert s["rate"] == 70.0  # the median epoch
+    assert s["minutes"] == pytest.approx((60 + 100) / 60)  # two segments
+    assert wall_time_s(rows + [ten]) == 160.0
 
 
 def test_ensure_run_trains_once_then_loads(imagenette_dir, tmp_path,

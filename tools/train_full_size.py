@@ -63,7 +63,7 @@ def record(out: Path, args) -> int:
     import statistics
     from alexnet_lib import runlog
     from alexnet_lib.results import record_result
-    from alexnet_lib.runs import is_finished
+    from alexnet_lib.runs import is_finished, wall_time_s
     if not is_finished(out):
         print(f"error: the run in {out} has not finished; run this "
               f"command without --record to continue it", file=sys.stderr)
@@ -82,7 +82,7 @@ def record(out: Path, args) -> int:
     for r in rows:
         ends[r["segment"]] = max(ends.get(r["segment"], 0.0),
                                  r["wall_time_s"])
-    wall = sum(ends.values())
+    wall = wall_time_s(rows)
     record_result(
         f"full_size_imagenette_seed{args.seed}{groups}",
         chapter="6_results",
