@@ -23,7 +23,7 @@ import datetime
 import math
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -32,7 +32,8 @@ from alexnet_lib.config import current_profile
 from alexnet_lib.sysinfo import hardware_summary
 
 __all__ = ["start", "Chapter", "ChapterStopped", "show_table",
-           "show_markdown", "format_mean_std", "format_value"]
+           "show_markdown", "format_mean_std", "format_value",
+           "check_answer"]
 
 class ChapterStopped(RuntimeError):
     """The chapter cannot go on (missing data); says what to do."""
@@ -169,6 +170,23 @@ def format_value(value: float | None, digits: int = 1,
     """A table cell: ``value`` with ``digits`` decimals, or ``missing``
     (a dash) for None, the paper's "not reported"."""
     return missing if value is None else f"{value:.{digits}f}"
+
+
+def check_answer(answer: Any, truth: float, name: str, hint: str,
+                 tolerance: float = 0.0, digits: int = 3) -> str:
+    """A self-check cell's verdict on a reader's number: "Not answered
+    yet" while ``answer`` is None, "✅ Correct (truth)." within
+    ``tolerance``, else "❌ Not yet: " and the ``hint``. ``truth`` is
+    computed by the cell from the chapter's data, not written in it."""
+    if answer is None:
+        return f"Not answered yet: set {name} above."
+    try:
+        ok = abs(float(answer) - float(truth)) <= tolerance
+    except (TypeError, ValueError):
+        return f"❌ {name} should be a number, got {answer!r}."
+    if ok:
+        return f"✅ Correct ({float(truth):.{digits}g})."
+    return f"❌ Not yet: {hint}"
 
 
 def _first_line(err: Exception) -> str:

@@ -14,7 +14,8 @@ from nbclient.exceptions import CellExecutionError
 import alexnet_lib
 from alexnet_lib.experiments import ProxyPlan, proxy_run
 from alexnet_lib.notebook import (ChapterStopped, duration,
-                                  format_mean_std, format_value,
+                                  check_answer, format_mean_std,
+                                  format_value,
                                   show_table)
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
@@ -236,3 +237,16 @@ def test_nbval_fails_once_and_skips_the_cells_after_a_stop(
     assert "not run: 9_test stopped in its first cell (CIFAR-10 not " \
            "found); see there" in out
     assert "NameError" not in out
+
+
+def test_check_answer_says_what_is_right_and_what_to_do():
+    hint = "use aliased_share"
+    assert check_answer(None, 57.6, "x", hint) == \
+        "Not answered yet: set x above."
+    assert check_answer(57.5, 57.6, "x", hint, tolerance=0.5) == \
+        "✅ Correct (57.6)."
+    assert check_answer(50, 57.6, "x", hint, tolerance=0.5) == \
+        "❌ Not yet: use aliased_share"
+    assert check_answer("a lot", 57.6, "x", hint) == \
+        "❌ x should be a number, got 'a lot'."
+    assert check_answer(99, 99, "field", hint) == "✅ Correct (99)."
