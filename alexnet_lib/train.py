@@ -1,4 +1,11 @@
-"""Training: ``train_one_epoch`` and ``fit(cfg)``, read top to bottom.
+"""Training: ``train_step`` (one §5 update), ``train_one_epoch`` (a
+pass over a loader) and ``fit(cfg)`` (a whole run), read top to bottom.
+
+``fit`` fits on one page: (1) claim the run folder and build data,
+network, optimiser and schedule (``_Run``, restored from a checkpoint
+when resuming); (2) the step loop, which asks before each batch whether
+to stop and after each update whether to checkpoint; (3) the epoch's
+end (validation, the §5 schedule, checkpoint, log); (4) the results.
 
 ``fit`` is the same code on a CPU, one GPU or N processes under
 ``torchrun``: the distributed helpers are no-ops without torchrun. A run
@@ -46,8 +53,7 @@ from alexnet_lib.evaluate import evaluate
 from alexnet_lib.models import create_model
 from alexnet_lib.optim import PlateauSchedule, build_optimizer
 from alexnet_lib.signals import (Shielded, StopFlag, shield_children,
-                                 stop_on, stop_shielded_children,
-                                 until_stopped)
+                                 stop_on, stop_shielded_children)
 from alexnet_lib.speed import apply_speed, keep_freed_memory
 
 CHECKPOINT_MINUTES = 30.0  # also save mid-epoch after this long
@@ -122,75 +128,104 @@ def chance_warning(top1_error: float, num_classes: int,
             f"--model-option bias=0.1 or a smaller --lr")
 
 
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               optimizer: torch.optim.Optimizer, device: torch.device | str,
+               step: int = 1) -> torch.Tensor:
+    """One §5 update on the batch (x, y); returns float64
+    [loss * n, errors, n] summed over all processes.
+
+    Raises TrainingDivergedError, before the update, when the loss is
+    NaN or infinite; ``step`` numbers the update in that message.
+    """
+    x = x.to(device, non_blocking=True)  # (B, 3, S, S) float
+    y = y.to(device, non_blocking=True)  # (B,) int64
+    logits = model(x)  # (B, C)
+    loss = F.cross_entropy(logits, y)  # mean over the batch
+    # One small all-reduce per step: the logged loss is the global one,
+    # and a NaN on any rank stops every rank at the same step.
+    stats = torch.stack([loss.detach().double() * y.numel(),
+                         (logits.argmax(1) != y).sum().double(),
+                         torch.tensor(float(y.numel()), device=device,
+                                      dtype=torch.float64)])
+    stats = all_reduce_sum(stats).cpu()
+    if not math.isfinite(stats[0].item()):
+        raise TrainingDivergedError(
+            _diverged(stats[0].item(), step,
+                      optimizer.param_groups[0]["lr"], int(stats[2].item())),
+            step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    # ZFNet §3: conv filters are scaled back to RMS 0.1 after each update
+    renormalise = getattr(getattr(model, "module", model), "renormalise_",
+                          None)
+    if renormalise is not None:
+        renormalise()
+    return stats
+
+
+class EpochStats:
+    """Running loss and error of the updates made so far in an epoch."""
+
+    def __init__(self) -> None:
+        self.sums = torch.zeros(3, dtype=torch.float64)  # loss*n, errors, n
+        self.steps, self.seconds = 0, 0.0
+
+    def add(self, stats: torch.Tensor, seconds: float) -> None:
+        self.sums += stats
+        self.steps += 1
+        self.seconds += seconds
+
+    def summary(self) -> dict[str, float]:
+        n = max(self.sums[2].item(), 1.0)
+        return {"loss": self.sums[0].item() / n,
+                "error": self.sums[1].item() / n,
+                "n": int(self.sums[2].item()), "steps": self.steps,
+                "seconds": self.seconds,
+                "images_per_s": self.sums[2].item()
+                / max(self.seconds, 1e-9)}
+
+
+def _batches(loader: Iterable) -> Iterator:
+    # The loader's randomness is a function of (seed, epoch, step):
+    # making its iterator must not move the RNG that dropout draws from,
+    # or a resumed run would see other dropout masks than a straight one.
+    with torch.random.fork_rng(devices=[]), shield_children():
+        return iter(loader)
+
+
 def train_one_epoch(model: nn.Module, loader: Iterable,
                     optimizer: torch.optim.Optimizer,
                     device: torch.device | str, *,
                     max_updates: int | None = None, first_step: int = 1,
                     bar: Any = None) -> dict[str, float]:
-    """One pass over ``loader`` (at most ``max_updates`` batches).
+    """``train_step`` over ``loader`` (at most ``max_updates`` batches).
 
     Returns the mean training loss and top-1 error over the images seen
     (summed over all processes), the number of updates, images and
-    images/s. Raises TrainingDivergedError before any update is made
-    with a NaN or infinite loss. ``first_step`` numbers the updates in
-    that message; ``bar`` is an optional tqdm bar to advance.
+    images/s. ``first_step`` numbers the updates in a divergence
+    message; ``bar`` is an optional tqdm bar to advance.
     """
     model.train()
-    # ZFNet §3: conv filters are scaled back to RMS 0.1 after each update
-    renormalise = getattr(getattr(model, "module", model), "renormalise_",
-                          None)
-    # The loader's randomness is a function of (seed, epoch, step):
-    # making its iterator must not move the RNG that dropout draws from,
-    # or a resumed run would see other dropout masks than a straight one.
-    with torch.random.fork_rng(devices=[]):
-        batches = iter(loader)
-    sums = torch.zeros(3, dtype=torch.float64)  # loss*n, errors, n
-    steps, start = 0, time.perf_counter()
-    for x, y in itertools.islice(batches, max_updates):
-        x = x.to(device, non_blocking=True)  # (B, 3, S, S) float
-        y = y.to(device, non_blocking=True)  # (B,) int64
-        logits = model(x)  # (B, C)
-        loss = F.cross_entropy(logits, y)  # mean over the batch
-        # One small all-reduce per step: the logged loss is the global
-        # one, and a NaN on any rank stops every rank at the same step.
-        stats = torch.stack([loss.detach().double() * y.numel(),
-                             (logits.argmax(1) != y).sum().double(),
-                             torch.tensor(float(y.numel()), device=device,
-                                          dtype=torch.float64)])
-        stats = all_reduce_sum(stats).cpu()
-        if not math.isfinite(stats[0].item()):
-            raise TrainingDivergedError(
-                _diverged(stats[0].item(), first_step + steps,
-                          optimizer.param_groups[0]["lr"],
-                          int(stats[2].item())), first_step + steps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if renormalise is not None:
-            renormalise()
-        steps += 1
-        sums += stats
+    epoch = EpochStats()
+    clock = time.perf_counter()
+    for x, y in itertools.islice(_batches(loader), max_updates):
+        stats = train_step(model, x, y, optimizer, device,
+                           first_step + epoch.steps)
+        now = time.perf_counter()
+        epoch.add(stats, now - clock)
+        clock = now
         if bar is not None:
-            bar.update(1)
-            seconds = time.perf_counter() - start
-            bar.set_postfix(loss=f"{stats[0] / stats[2]:.3f}",
-                            error=f"{sums[1] / sums[2]:.3f}",
-                            img_s=f"{sums[2] / seconds:.0f}", refresh=False)
-    seconds = time.perf_counter() - start
-    n = max(sums[2].item(), 1.0)
-    return {"loss": sums[0].item() / n, "error": sums[1].item() / n,
-            "n": int(sums[2].item()), "steps": steps, "seconds": seconds,
-            "images_per_s": sums[2].item() / max(seconds, 1e-9)}
+            _show(bar, stats, epoch)
+    return epoch.summary()
 
 
-def _merge(parts: list[dict[str, float]]) -> dict[str, float]:
-    """Combine the chunks of one epoch (split by mid-epoch checkpoints)."""
-    n = sum(p["n"] for p in parts) or 1
-    seconds = sum(p["seconds"] for p in parts)
-    return {"loss": sum(p["loss"] * p["n"] for p in parts) / n,
-            "error": sum(p["error"] * p["n"] for p in parts) / n,
-            "n": n, "steps": sum(p["steps"] for p in parts),
-            "seconds": seconds, "images_per_s": n / max(seconds, 1e-9)}
+def _show(bar, stats: torch.Tensor, epoch: EpochStats) -> None:
+    bar.update(1)
+    bar.set_postfix(loss=f"{stats[0] / stats[2]:.3f}",
+                    error=f"{epoch.sums[1] / epoch.sums[2]:.3f}",
+                    img_s=f"{epoch.sums[2] / max(epoch.seconds, 1e-9):.0f}",
+                    refresh=False)
 
 
 def _plain_options(options: dict) -> dict:
@@ -254,11 +289,68 @@ def fit(cfg: TrainConfig, resume_from: str | Path | None = None,
         cfg = preflight.check_config(cfg)
         owns_group = not is_initialized()
         dist = init_distributed(cfg.device)
-        lock, loaders = None, []
+        lock, loaders, device = None, [], dist.device
         try:
+            # 1. The run folder and the checkpoint to resume from, if any;
+            # then data, network, optimiser and schedule, restored from it.
             lock, source, ckpt, changed = _claim_folder(
                 cfg, resume_from, allow_changes, dist.rank == 0)
-            return _fit(cfg, dist, stop, source, ckpt, changed, loaders)
+            run = _Run(cfg, dist, source, ckpt, changed, loaders)
+            del ckpt  # the weights are in the model now: free the memory
+            limit = math.inf if cfg.max_steps is None else cfg.max_steps
+            timer = _Timer(device)
+            # 2. The step loop: one epoch after another, each from the
+            # step it stands at (a resumed epoch starts midway).
+            while run.epoch < cfg.epochs and not run.schedule.finished:
+                if run.global_step >= limit or stop.agreed(device):
+                    break
+                n_batches = len(run.train_loader)
+                run.train_loader.set_epoch(run.epoch,
+                                           start_step=run.step_in_epoch)
+                batches = _batches(run.train_loader)
+                stats, bar = EpochStats(), run.bar(n_batches)
+                run.model.train()
+                clock = time.perf_counter()
+                while run.step_in_epoch < n_batches:
+                    # Stop? Asked before fetching a batch, so the update
+                    # in progress when a signal came is finished first.
+                    if run.global_step >= limit or stop.agreed(device):
+                        break
+                    x, y = _next_batch(batches, n_batches)
+                    step = train_step(run.model, x, y, run.optimizer,
+                                      device, run.global_step + 1)
+                    run.step_in_epoch += 1
+                    run.global_step += 1
+                    stats.add(step, time.perf_counter() - clock)
+                    _show(bar, step, stats)
+                    # Checkpoint mid-epoch? Every checkpoint_every
+                    # updates, every CHECKPOINT_MINUTES, and at max_steps.
+                    if run.step_in_epoch < n_batches and (
+                            run.global_step >= limit
+                            or (cfg.checkpoint_every and run.global_step
+                                % cfg.checkpoint_every == 0)
+                            or timer()):
+                        run.save(timer)
+                    clock = time.perf_counter()
+                bar.close()
+                # 3. The epoch's end, or the point where it stopped.
+                epoch = stats.summary()
+                record = {"kind": "epoch", "epoch": run.epoch,
+                          "step": run.global_step,
+                          "lr": run.optimizer.param_groups[0]["lr"],
+                          "train_loss": epoch["loss"],
+                          "train_error": epoch["error"],
+                          "images_per_s": epoch["images_per_s"]}
+                run.last_train_loss = epoch["loss"]
+                if run.step_in_epoch < n_batches:  # max_steps or signal
+                    run.save(timer)  # nothing to do if just saved here
+                    run.log(dict(record, kind="partial_epoch",
+                                 step_in_epoch=run.step_in_epoch))
+                    run.val = None
+                    break
+                run.end_epoch(record, timer)
+            # 4. What the run reached.
+            return run.results(stop, limit)
         finally:
             _close(loaders)
             stop_shielded_children()  # nothing may outlive the run
@@ -266,6 +358,14 @@ def fit(cfg: TrainConfig, resume_from: str | Path | None = None,
                 lock.release()
             if owns_group:
                 cleanup()
+
+
+def _next_batch(batches: Iterator, n_batches: int):
+    try:
+        return next(batches)
+    except StopIteration:
+        raise RuntimeError(f"the training loader gave fewer batches than "
+                           f"its len(), {n_batches}") from None
 
 
 def _claim_folder(cfg: TrainConfig, resume_from, allow, main: bool):
@@ -319,188 +419,195 @@ def _close(loaders: list) -> None:
             loader._iterator = None
 
 
-def _fit(cfg: TrainConfig, dist, stop: StopFlag, source: Path | None,
-         ckpt: dict | None, changed: list[str], loaders: list) -> dict:
-    wall_start = time.perf_counter()
-    rank, world, device = dist.rank, dist.world_size, dist.device
-    seed_everything(cfg.seed)
-    # Workers started here (mean image, loaders) ignore stop signals;
-    # preparing the data must not move the RNG the weights come from,
-    # or a run with a cold cache would differ from one with a warm one.
-    with shield_children(), torch.random.fork_rng(devices=[]):
-        train_loader, val_loader, info = build_loaders(cfg, rank, world,
-                                                       device=device)
-    loaders += [train_loader, val_loader]
-    val_loader = Shielded(val_loader)
-    try:
-        model = create_model(cfg.model, num_classes=info["num_classes"],
-                             **cfg.model_options).to(device)
-    except (TypeError, ValueError) as e:  # unknown name, option, value
-        raise ConfigError(f"cannot build model {cfg.model!r}: {e}") from e
-    want = getattr(model, "input_size", info["input_size"])
-    if want != info["input_size"]:
-        raise ConfigError(
-            f"model {cfg.model!r} expects {want}x{want} inputs but the "
-            f"data gives {info['input_size']}x{info['input_size']}: set "
-            f"--image-size {want} (data.image_size) or --model-option "
-            f"input_size={info['input_size']}")
-    # bf16, channels_last, compile, ...: as cfg.speed says (default off)
-    model = apply_speed(model, cfg.speed, device)
-    if device.type == "cpu":  # reuse freed activations (speed.py)
-        keep_freed_memory()
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None)
-    optimizer = build_optimizer(model, cfg.optim)
-    schedule = PlateauSchedule(optimizer, factor=cfg.optim.lr_drop,
-                               patience=cfg.optim.plateau_patience,
-                               max_drops=cfg.optim.max_lr_drops)
+class _Run:
+    """What one ``fit`` works on: data, network, optimiser, schedule,
+    where it stands (epoch, step in the epoch, updates made) and its
+    logs. ``save``, ``log`` and ``end_epoch`` act on it; ``results``
+    sums it up."""
 
-    out = Path(cfg.out_dir)
-    ckpt_path = out / runlog.CHECKPOINT_FILE
-    resumed = source is not None
-    epoch = step_in_epoch = global_step = 0
-    if resumed:
-        restore(ckpt, source, model, optimizer, schedule,
-                model_name=cfg.model,
-                model_options=_plain_options(cfg.model_options),
-                restore_rng=True)
-        resume.apply_allowed(changed, cfg, optimizer, schedule)
-        epoch, step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
-        global_step = ckpt["global_step"]
-    run_id, segment = resume.run_identity(out, ckpt)
-    main = rank == 0
-    metrics = runlog.MetricsLog(out / runlog.METRICS_FILE)
-    if main:
-        runlog.write_config(out, cfg)
-        runlog.write_env(out, cfg, device, world)
-        logged = runlog.read_metrics(out)  # rows a crash left unwritten
-        metrics.pending = [r for r in (ckpt or {}).get(
-            "pending_metrics", []) if r not in logged]
-        metrics.flush()
-    run = {"run_id": run_id, "segment": segment, "metrics": metrics}
-    ckpt = None  # the weights are in the model now: free the memory
-    history: list[dict[str, Any]] = []
-    skipped = info["corrupt_files"]
+    def __init__(self, cfg: TrainConfig, dist, source: Path | None,
+                 ckpt: dict | None, changed: list[str], loaders: list):
+        self.wall_start = time.perf_counter()
+        self.cfg, self.device = cfg, dist.device
+        self.world, self.main = dist.world_size, dist.rank == 0
+        seed_everything(cfg.seed)
+        # Workers started here (mean image, loaders) ignore stop signals;
+        # preparing the data must not move the RNG the weights come
+        # from, or a run with a cold cache would differ from a warm one.
+        with shield_children(), torch.random.fork_rng(devices=[]):
+            train_loader, val_loader, self.info = build_loaders(
+                cfg, dist.rank, dist.world_size, device=self.device)
+        loaders += [train_loader, val_loader]
+        self.train_loader = train_loader
+        self.val_loader = Shielded(val_loader)
+        self.model = self._build_model()
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.schedule = PlateauSchedule(
+            self.optimizer, factor=cfg.optim.lr_drop,
+            patience=cfg.optim.plateau_patience,
+            max_drops=cfg.optim.max_lr_drops)
+        self.out = Path(cfg.out_dir)
+        self.ckpt_path = self.out / runlog.CHECKPOINT_FILE
+        self.resumed = source is not None
+        self.epoch = self.step_in_epoch = self.global_step = 0
+        if self.resumed:
+            restore(ckpt, source, self.model, self.optimizer, self.schedule,
+                    model_name=cfg.model,
+                    model_options=_plain_options(cfg.model_options),
+                    restore_rng=True)
+            resume.apply_allowed(changed, cfg, self.optimizer,
+                                 self.schedule)
+            self.epoch = ckpt["epoch"]
+            self.step_in_epoch = ckpt["step_in_epoch"]
+            self.global_step = ckpt["global_step"]
+        self.saved_at = (self.epoch, self.step_in_epoch)
+        self.run_id, self.segment = resume.run_identity(self.out, ckpt)
+        self.metrics = runlog.MetricsLog(self.out / runlog.METRICS_FILE)
+        if self.main:
+            runlog.write_config(self.out, cfg)
+            runlog.write_env(self.out, cfg, self.device, self.world)
+            logged = runlog.read_metrics(self.out)  # rows a crash lost
+            self.metrics.pending = [r for r in (ckpt or {}).get(
+                "pending_metrics", []) if r not in logged]
+            self.metrics.flush()
+        self.history: list[dict[str, Any]] = []
+        self.skipped = self.info["corrupt_files"]
+        self.val = None  # the last validation, if these weights had one
+        self.chance_epochs = 0  # how many of the last epochs sat at chance
+        self.last_train_loss = math.nan
 
-    def log(record: dict[str, Any]) -> None:
-        record.update(run_id=run_id, segment=segment,
-                      skipped_images=len(skipped()),
-                      wall_time_s=time.perf_counter() - wall_start)
-        history.append(record)
-        if main:
-            metrics.append(record)
+    def _build_model(self) -> nn.Module:
+        cfg, info, device = self.cfg, self.info, self.device
+        try:
+            model = create_model(cfg.model, num_classes=info["num_classes"],
+                                 **cfg.model_options).to(device)
+        except (TypeError, ValueError) as e:  # unknown name/option/value
+            raise ConfigError(f"cannot build model {cfg.model!r}: {e}"
+                              ) from e
+        want = getattr(model, "input_size", info["input_size"])
+        if want != info["input_size"]:
+            raise ConfigError(
+                f"model {cfg.model!r} expects {want}x{want} inputs but the "
+                f"data gives {info['input_size']}x{info['input_size']}: "
+                f"set --image-size {want} (data.image_size) or "
+                f"--model-option input_size={info['input_size']}")
+        # bf16, channels_last, compile, ...: as cfg.speed says (default off)
+        model = apply_speed(model, cfg.speed, device)
+        if device.type == "cpu":  # reuse freed activations (speed.py)
+            keep_freed_memory()
+        if self.world > 1:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device] if device.type == "cuda"
+                else None)
+        return model
 
-    def save(at_epoch: int, at_step: int) -> None:
-        _save(ckpt_path, cfg, model, optimizer, schedule, at_epoch,
-              at_step, global_step, run)
+    def bar(self, n_batches: int):
+        return tqdm(total=n_batches, initial=self.step_in_epoch,
+                    desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+                    disable=not (self.cfg.progress and self.main),
+                    dynamic_ncols=True)
+
+    def log(self, record: dict[str, Any]) -> None:
+        record.update(run_id=self.run_id, segment=self.segment,
+                      skipped_images=len(self.skipped()),
+                      wall_time_s=time.perf_counter() - self.wall_start)
+        self.history.append(record)
+        if self.main:
+            self.metrics.append(record)
+
+    def save(self, timer: _Timer) -> None:
+        """A checkpoint of where the run stands (once per position)."""
+        if self.saved_at == (self.epoch, self.step_in_epoch):
+            return
+        _save(self.ckpt_path, self.cfg, self.model, self.optimizer,
+              self.schedule, self.epoch, self.step_in_epoch,
+              self.global_step, {"run_id": self.run_id,
+                                 "segment": self.segment,
+                                 "metrics": self.metrics})
+        self.saved_at = (self.epoch, self.step_in_epoch)
         timer.reset()
 
-    val = None
-    chance_epochs = 0  # how many of the last epochs ended at chance
-    last_train_loss = math.nan
-    timer = _Timer(device)
-    limit = cfg.max_steps if cfg.max_steps is not None else math.inf
-    while (epoch < cfg.epochs and global_step < limit
-           and not schedule.finished and not stop.agreed(device)):
-        n_batches = len(train_loader)
-        bar = tqdm(total=n_batches, initial=step_in_epoch,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not (cfg.progress and main), dynamic_ncols=True)
-        parts = []
-        while (step_in_epoch < n_batches and global_step < limit
-               and not stop.agreed(device)):
-            # Train up to the next mid-epoch checkpoint or max_steps.
-            todo = min(n_batches - step_in_epoch, limit - global_step)
-            if cfg.checkpoint_every:
-                every = cfg.checkpoint_every
-                todo = min(todo, every - global_step % every)
-            train_loader.set_epoch(epoch, start_step=step_in_epoch)
-            part = train_one_epoch(model, until_stopped(
-                                       train_loader, stop, device, timer),
-                                   optimizer, device,
-                                   max_updates=int(todo),
-                                   first_step=global_step + 1, bar=bar)
-            if part["steps"] < todo and not (stop.stopped or timer.fired):
-                raise RuntimeError(f"the training loader gave fewer "
-                                   f"batches than its len(), {n_batches}")
-            parts.append(part)
-            step_in_epoch += part["steps"]
-            global_step += part["steps"]
-            if step_in_epoch < n_batches:
-                save(epoch, step_in_epoch)
-        bar.close()
-        train = _merge(parts)
-        last_train_loss = train["loss"]
-        record = {"kind": "epoch", "epoch": epoch, "step": global_step,
-                  "lr": optimizer.param_groups[0]["lr"],
-                  "train_loss": train["loss"], "train_error": train["error"],
-                  "images_per_s": train["images_per_s"]}
-        if step_in_epoch < n_batches:  # max_steps or a signal mid-epoch
-            log(dict(record, kind="partial_epoch",
-                     step_in_epoch=step_in_epoch))
-            val = None
-            break
-        val = evaluate(model, val_loader, device, sharded=False)
-        schedule.step(val["top1_error"])  # §5: ÷10 on a plateau
-        epoch, step_in_epoch = epoch + 1, 0
-        save(epoch, 0)
-        if main and epoch in cfg.snapshot_epochs:
-            save_snapshot(model, out, epoch)
-        stuck = at_chance(val["top1_error"], info["num_classes"],
+    def end_epoch(self, record: dict, timer: _Timer) -> None:
+        """Validate, step the schedule (§5: ÷10 on a plateau), save a
+        checkpoint (and a snapshot where asked), log the epoch."""
+        cfg, out = self.cfg, self.out
+        self.val = val = evaluate(self.model, self.val_loader, self.device,
+                                  sharded=False)
+        self.schedule.step(val["top1_error"])
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.save(timer)
+        if self.main and self.epoch in cfg.snapshot_epochs:
+            save_snapshot(self.model, out, self.epoch)
+        stuck = at_chance(val["top1_error"], self.info["num_classes"],
                           val["n"])
-        chance_epochs = chance_epochs + 1 if stuck else 0
-        log(dict(record, val_top1_error=val["top1_error"],
-                 val_top5_error=val["top5_error"], val_loss=val["loss"],
-                 lr_drops=schedule.drops, at_chance=stuck))
-        if main and cfg.progress:
-            tqdm.write(f"epoch {epoch}: train loss {train['loss']:.4f} "
-                       f"error {train['error']:.4f}; val top-1 "
+        self.chance_epochs = self.chance_epochs + 1 if stuck else 0
+        self.log(dict(record, val_top1_error=val["top1_error"],
+                      val_top5_error=val["top5_error"], val_loss=val["loss"],
+                      lr_drops=self.schedule.drops, at_chance=stuck))
+        if self.main and cfg.progress:
+            tqdm.write(f"epoch {self.epoch}: train loss "
+                       f"{record['train_loss']:.4f} error "
+                       f"{record['train_error']:.4f}; val top-1 "
                        f"{val['top1_error']:.4f} top-5 "
                        f"{val['top5_error']:.4f}; lr {record['lr']:g}"
                        + ("; AT CHANCE" if stuck else ""))
 
-    if stop.stopped:  # exit fast: the signal's sender will not wait
-        val = val or dict.fromkeys(("top1_error", "top5_error", "loss"))
-    elif val is None:  # the last weights were not validated yet
-        val = evaluate(model, val_loader, device, sharded=False)
-        log({"kind": "eval", "epoch": epoch, "step": global_step,
-             "val_top1_error": val["top1_error"],
-             "val_top5_error": val["top5_error"], "val_loss": val["loss"]})
-    if (main and cfg.snapshot_epochs and not stop.stopped and epoch
-            and step_in_epoch == 0 and not (out / "snapshots" / f"epoch-{epoch:03d}.pt").exists()):
-        save_snapshot(model, out, epoch)  # the last epoch's weights too
-    ten = None
-    # §4.1: average the softmax over ten patches
-    if cfg.ten_crop and not stop.stopped:
-        with shield_children(), torch.random.fork_rng(devices=[]):
-            ten_loader = build_ten_crop_loader(cfg)
-        ten = evaluate(model, Shielded(ten_loader), device,
-                       ten_crop=True, sharded=False)
-        log({"kind": "ten_crop", "epoch": epoch, "step": global_step,
-             "top1_error": ten["top1_error"],
-             "top5_error": ten["top5_error"], "loss": ten["loss"],
-             "n": ten["n"]})
-    # §5: the rate was cut three times and the error plateaued again
-    stopped = ("signal" if stop.stopped else
-               "plateau" if schedule.finished else
-               "max_steps" if global_step >= limit else "epochs")
-    results = {
-        "epochs": epoch, "global_step": global_step, "stopped": stopped,
-        "signal": stop.name,
-        "resumed": resumed, "lr": optimizer.param_groups[0]["lr"],
-        "lr_drops": schedule.drops, "val_top1_error": val["top1_error"],
-        "val_top5_error": val["top5_error"], "val_loss": val["loss"],
-        "ten_crop": ten, "history": history, "out_dir": str(out),
-        "checkpoint": str(ckpt_path), "world_size": world,
-        "device": str(device), "run_id": run_id, "segment": segment,
-        "skipped_images": len(skipped()),
-        "at_chance": (chance_warning(val["top1_error"],
-                                     info["num_classes"], last_train_loss,
-                                     chance_epochs)
-                      if chance_epochs else None),
-        "wall_time_s": time.perf_counter() - wall_start}
-    if main and not metrics.flush():
-        print("warning: these metrics rows could not be written: "
-              + json.dumps(metrics.pending, default=str), file=sys.stderr)
-    return results
+    def results(self, stop: StopFlag, limit: float) -> dict:
+        """Validate weights not validated yet; the last snapshot and the
+        ten-patch test (§4.1) where asked; the run's summary."""
+        cfg, out, device, val = self.cfg, self.out, self.device, self.val
+        if stop.stopped:  # exit fast: the signal's sender will not wait
+            val = val or dict.fromkeys(("top1_error", "top5_error", "loss"))
+        elif val is None:  # the last weights were not validated yet
+            val = evaluate(self.model, self.val_loader, device,
+                           sharded=False)
+            self.log({"kind": "eval", "epoch": self.epoch,
+                      "step": self.global_step,
+                      "val_top1_error": val["top1_error"],
+                      "val_top5_error": val["top5_error"],
+                      "val_loss": val["loss"]})
+        last = out / "snapshots" / f"epoch-{self.epoch:03d}.pt"
+        if (self.main and cfg.snapshot_epochs and not stop.stopped
+                and self.epoch and self.step_in_epoch == 0
+                and not last.exists()):
+            save_snapshot(self.model, out, self.epoch)  # the last weights
+        ten = None
+        # §4.1: average the softmax over ten patches
+        if cfg.ten_crop and not stop.stopped:
+            with shield_children(), torch.random.fork_rng(devices=[]):
+                ten_loader = build_ten_crop_loader(cfg)
+            ten = evaluate(self.model, Shielded(ten_loader), device,
+                           ten_crop=True, sharded=False)
+            self.log({"kind": "ten_crop", "epoch": self.epoch,
+                      "step": self.global_step,
+                      "top1_error": ten["top1_error"],
+                      "top5_error": ten["top5_error"], "loss": ten["loss"],
+                      "n": ten["n"]})
+        # §5: the rate was cut three times and the error plateaued again
+        stopped = ("signal" if stop.stopped else
+                   "plateau" if self.schedule.finished else
+                   "max_steps" if self.global_step >= limit else "epochs")
+        results = {
+            "epochs": self.epoch, "global_step": self.global_step,
+            "stopped": stopped, "signal": stop.name,
+            "resumed": self.resumed,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr_drops": self.schedule.drops,
+            "val_top1_error": val["top1_error"],
+            "val_top5_error": val["top5_error"], "val_loss": val["loss"],
+            "ten_crop": ten, "history": self.history, "out_dir": str(out),
+            "checkpoint": str(self.ckpt_path), "world_size": self.world,
+            "device": str(device), "run_id": self.run_id,
+            "segment": self.segment,
+            "skipped_images": len(self.skipped()),
+            "at_chance": (chance_warning(val["top1_error"],
+                                         self.info["num_classes"],
+                                         self.last_train_loss,
+                                         self.chance_epochs)
+                          if self.chance_epochs else None),
+            "wall_time_s": time.perf_counter() - self.wall_start}
+        if self.main and not self.metrics.flush():
+            print("warning: these metrics rows could not be written: "
+                  + json.dumps(self.metrics.pending, default=str),
+                  file=sys.stderr)
+        return results
