@@ -287,6 +287,10 @@ class Page(HTMLParser):
         self.stack.append((tag, classes))
 
     def handle_endtag(self, tag):
+        # '<img ... />' arrives as a start and an end tag; a void tag was
+        # never pushed, so its end must not unwind the open elements.
+        if tag in self.VOID or all(t != tag for t, _ in self.stack):
+            return
         while self.stack:
             top, classes = self.stack.pop()
             if "math" in classes and self._math:
