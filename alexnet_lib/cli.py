@@ -1,5 +1,5 @@
 """Command line: ``python -m alexnet_lib {train,prepare-shards,fetch,
-models,profiles}``.
+models,profiles,settings}``.
 
     python -m alexnet_lib train --model cifar_4layer --dataset cifar10 \\
         --profile ci --out runs/try
@@ -8,7 +8,10 @@ models,profiles}``.
     python -m alexnet_lib fetch imagenette --size 160px
 
 A profile sets how much work a run does; flags given explicitly win over
-it. Mistakes in the input (unknown profile, bad value, missing data,
+it. Every setting also has a name (``python -m alexnet_lib settings``):
+``--set optim.lr=0.001`` changes any of them, ``--config FILE`` reads
+them from a JSON file shaped like a run's config.json (later wins:
+profile, config file, flags, ``--set``). Mistakes in the input (unknown profile, bad value, missing data,
 unusable checkpoint) print one line to stderr and exit with status 2.
 SIGTERM or a first Ctrl-C (SIGINT) saves a checkpoint after the update
 in progress and exits with 128 + the signal number (143 for SIGTERM,
@@ -69,6 +72,18 @@ def _epoch_list(text: str) -> tuple[int, ...]:
     return epochs
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    """NAME=VALUE of --set; VALUE is JSON when it parses."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(
+            f"--set wants NAME=VALUE like optim.lr=0.001, got {text!r}")
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
+
+
 def _option(text: str) -> tuple[str, Any]:
     """KEY=VALUE; VALUE is JSON when it parses (3, 0.5, true, [1,2])."""
     key, sep, value = text.partition("=")
@@ -92,7 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a model as §5 of the paper does. A profile "
                     "sets the amount of work; explicit flags win over it.")
     a = t.add_argument
-    a("--model", default="alexnet",
+    a("--config", metavar="FILE", help="settings from a JSON file "
+      "shaped like a run's config.json (any part of it); explicit flags "
+      "and --set win over it")
+    a("--set", action="append", type=_setting, default=[],
+      metavar="NAME=VALUE", dest="settings", help="any setting by name, "
+      "repeatable: optim.lr=0.001, data.pca_lighting=0, epochs=5, "
+      "speed.bf16=true (VALUE read as JSON when possible); applied last. "
+      "All names: python -m alexnet_lib settings")
+    a("--model", default=None,
       help="model to train, see `python -m alexnet_lib models` "
            "(default: alexnet, the paper's network, §3)")
     a("--model-option", action="append", type=_option, default=[],
@@ -185,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the models and their parameter "
                    "counts")
     sub.add_parser("profiles", help="list the run profiles")
+    sub.add_parser("settings", help="list every setting --set and "
+                   "--config take, with its default")
     return p
 
 
@@ -276,16 +301,23 @@ IMAGENET_ONLY = ("resize", "decode", "data_format", "val_data")
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig a ``train`` command line asks for, validated."""
     from alexnet_lib.preflight import check_config
-    cfg = apply_profile(TrainConfig(model=args.model), args.profile)
+    from alexnet_lib.config import apply_settings, read_config_file
+    # Later wins: the profile, the config file, the flags, then --set.
+    cfg = apply_profile(TrainConfig(), args.profile)
+    if args.config:
+        cfg = apply_settings(cfg, read_config_file(args.config))
     changes = {field: getattr(args, dest) for dest, field in
                OVERRIDES.items() if getattr(args, dest) is not None}
+    if args.model is not None:
+        changes["model"] = args.model
     if args.model_option:
-        changes["model_options"] = dict(args.model_option)
+        changes["model_options"] = {**cfg.model_options,
+                                    **dict(args.model_option)}
     if args.no_resume:
         changes["resume"] = False
     if args.no_progress:
         changes["progress"] = False
-    cfg = cfg.replace(**changes)
+    cfg = apply_settings(cfg.replace(**changes), dict(args.settings))
     ignored = [f"--{dest.replace('_', '-')}" for dest in IMAGENET_ONLY
                if getattr(args, dest) is not None]
     if cfg.data.dataset == "cifar10" and ignored:
@@ -351,6 +383,13 @@ def _models() -> int:
     return 0
 
 
+def _settings() -> int:
+    from alexnet_lib.config import _default_of, setting_names
+    for name in setting_names():
+        print(f"{name:<24}{json.dumps(_default_of(name))}")
+    return 0
+
+
 def _profiles() -> int:
     for p in PROFILES.values():
         print(f"{p.name:<9}{p.description} [{p.hardware}]")
@@ -379,6 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _prepare_shards(args)
         if args.command == "fetch":
             return _fetch(args)
+        if args.command == "settings":
+            return _settings()
         return _models() if args.command == "models" else _profiles()
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume",

@@ -194,6 +194,118 @@ def apply_profile(cfg: TrainConfig, name: str) -> TrainConfig:
     return cfg.replace(profile=profile.name, **profile.overrides)
 
 
+SECTIONS = ("data", "optim", "speed")  # nested parts of TrainConfig
+
+
+def setting_names() -> list[str]:
+    """Every setting a run has, as "epochs", "optim.lr", "data.flip", ..."""
+    names = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in SECTIONS:
+            section = {"data": DataConfig, "optim": OptimConfig,
+                       "speed": SpeedConfig}[f.name]
+            names += [f"{f.name}.{g.name}"
+                      for g in dataclasses.fields(section)]
+        else:
+            names.append(f.name)
+    return names
+
+
+def _default_of(name: str) -> Any:
+    cfg: Any = TrainConfig()
+    for part in name.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """``value`` as the type of setting ``name``'s default, or a
+    ConfigError that says what the setting takes."""
+    default = _default_of(name)
+    if value is None and (default is None or name.startswith("speed.")):
+        return None  # "not set" (speed: decided by the hardware)
+
+    def wrong(kind: str):
+        return ConfigError(f"setting {name} takes {kind}, got {value!r}")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+    elif isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or int(value) != value:
+            raise wrong("a whole number")
+        value = int(value)
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong("a number")
+        value = float(value)
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise wrong("a text")
+    elif isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise wrong("a list like [1, 2, 5]")
+        value = tuple(value)
+    elif isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise wrong('an object like {"dropout": 0}')
+    return value
+
+
+def apply_settings(cfg: TrainConfig, settings: dict[str, Any]
+                   ) -> TrainConfig:
+    """``cfg`` with ``{"optim.lr": 0.001, "epochs": 5, ...}`` applied:
+    the one way every setting can be changed by name (the command
+    line's ``--set`` and ``--config``). An unknown name or a value of
+    the wrong type raises ConfigError naming what is allowed."""
+    known = setting_names()
+    changes = {}
+    for name, value in settings.items():
+        if name not in known:
+            near = [k for k in known if k.split(".")[-1] ==
+                    name.split(".")[-1]]
+            hint = (f"did you mean {' or '.join(near)}?" if near else
+                    "`python -m alexnet_lib settings` lists them all")
+            raise ConfigError(f"unknown setting {name!r}: {hint}")
+        changes[name.replace(".", "__")] = _coerce(name, value)
+    return cfg.replace(**changes)
+
+
+def flatten_settings(tree: dict[str, Any]) -> dict[str, Any]:
+    """A config.json-style dict ({"optim": {"lr": ...}, ...}) as dotted
+    names ({"optim.lr": ...}); a section must hold an object."""
+    flat = {}
+    for key, value in tree.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"setting {key} must be an object of "
+                                  f"{key}.* settings, got {value!r}")
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The settings of a JSON file shaped like a run's config.json
+    (any subset of it), as dotted names."""
+    import json
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: "
+                          f"{e.strerror or e}") from None
+    try:
+        tree = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid JSON (line "
+                          f"{e.lineno}: {e.msg})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object "
+                          f"like a run's config.json")
+    return flatten_settings(tree)
+
+
 def default_data_root() -> Path:
     """The documented data folder: ~/.cache/alexnet_lib/data."""
     return Path.home() / ".cache" / "alexnet_lib" / "data"

@@ -51,6 +51,20 @@ def test_profiles_lists_every_profile(capsys):
                            "got 0"),
     (["--model", "resnet"], "error: unknown model 'resnet'; choose one "
                             "of alexnet, alexnet_cifar, alexnet_owt"),
+    (["--set", "lr=0.1"], "error: unknown setting 'lr': did you mean "
+                          "optim.lr?\n"),
+    (["--set", "optim.lrr=1"], "error: unknown setting 'optim.lrr': "
+                               "`python -m alexnet_lib settings` lists "
+                               "them all\n"),
+    (["--set", "epochs=ten"], "error: setting epochs takes a whole "
+                              "number, got 'ten'\n"),
+    (["--set", "data.flip=1"], "error: setting data.flip takes true or "
+                               "false, got 1\n"),
+    (["--set", "optim.lr=-1"], "error: optim.lr must be > 0 (paper §5: "
+                               "0.01), got -1.0"),
+    (["--config", "/no/such.json"], "error: cannot read config file "
+                                    "/no/such.json: No such file or "
+                                    "directory\n"),
 ])
 def test_user_errors_print_one_line_and_exit_2(capsys, tmp_path, args,
                                                 message):
@@ -174,3 +188,55 @@ def test_bad_model_option_and_divergence_exit_cleanly(cifar_dir, tmp_path,
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: training diverged at step ")
     assert "Traceback" not in err
+
+
+def test_set_reaches_every_section_and_comes_last():
+    args = cli.build_parser().parse_args(
+        ["train", "--profile", "ci", "--lr", "0.02", "--set",
+         "optim.lr=0.001", "--set", "data.pca_lighting=0", "--set",
+         "speed.bf16=true", "--set", "epochs=5", "--set",
+         "snapshot_epochs=[1, 3]", "--set", 'model_options={"lrn": false}'])
+    cfg = cli.config_from_args(args)
+    assert (cfg.optim.lr, cfg.data.pca_lighting, cfg.speed.bf16,
+            cfg.epochs, cfg.snapshot_epochs) == (0.001, 0.0, True, 5, (1, 3))
+    assert cfg.model_options == {"lrn": False}
+    assert cfg.data.train_subset == 256  # the profile still applies
+
+
+def test_config_file_round_trips_and_flags_win_over_it(tmp_path):
+    base = cli.config_from_args(cli.build_parser().parse_args(
+        ["train", "--profile", "ci", "--dataset", "cifar10", "--model",
+         "cifar_4layer", "--set", "optim.lr=0.003", "--seed", "4",
+         "--snapshot-epochs", "1,2", "--model-option", "dropout=0"]))
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(base.to_dict()))  # as runs write it
+    again = cli.config_from_args(cli.build_parser().parse_args(
+        ["train", "--config", str(path)]))
+    assert again == base
+    changed = cli.config_from_args(cli.build_parser().parse_args(
+        ["train", "--config", str(path), "--lr", "0.02", "--set",
+         "seed=7", "--model-option", "lrn=false"]))
+    assert (changed.optim.lr, changed.seed, changed.model) == \
+        (0.02, 7, "cifar_4layer")
+    assert changed.model_options == {"dropout": 0, "lrn": False}
+    part = tmp_path / "part.json"
+    part.write_text('{"optim": {"momentum": 0.5}, "epochs": 2}')
+    cfg = cli.config_from_args(cli.build_parser().parse_args(
+        ["train", "--profile", "ci", "--config", str(part)]))
+    assert (cfg.optim.momentum, cfg.epochs, cfg.optim.lr) == (0.5, 2, 0.01)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"optim": 3}')
+    with pytest.raises(cli.ConfigError, match="setting optim must be an "
+                       "object of optim.\\* settings, got 3"):
+        cli.config_from_args(cli.build_parser().parse_args(
+            ["train", "--config", str(bad)]))
+
+
+def test_settings_lists_every_setting_with_its_default(capsys):
+    from alexnet_lib.config import setting_names
+    assert cli.main(["settings"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == setting_names()
+    assert "optim.lr                0.01" in lines
+    assert "optim.weight_decay      0.0005" in lines
+    assert len(lines) == 42
