@@ -79,13 +79,16 @@ class Arm:
 
     ``label`` is what tables print; ``plan`` None means the plan given
     to ``run_arms``; ``changes`` alters a few of its fields (e.g.
-    ``dict(weight_decay=0.0)``); ``seeds`` None means all seeds.
+    ``dict(weight_decay=0.0)``); ``seeds`` None means all seeds;
+    ``make_optimizer`` this arm's own optimizer (see ``proxy_run``).
     """
     label: str
     make_model: Callable[[], nn.Module]
     changes: dict = field(default_factory=dict)
     seeds: tuple[int, ...] | None = None
     plan: ProxyPlan | None = None
+    make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = \
+        None
 
 
 def proxy_run(make_model: Callable[[], nn.Module], train, test,
@@ -198,9 +201,13 @@ def run_arms(arms: dict[str, Arm], train, test, plan: ProxyPlan,
             if spec.seeds is not None and seed not in spec.seeds:
                 continue
             arm_plan = replace_plan(spec.plan or plan, spec.changes)
+            arm_knobs = dict(knobs)
+            if spec.make_optimizer is not None:
+                arm_knobs["make_optimizer"] = spec.make_optimizer
             path = None
             if folder is not None:
-                key = _run_key(arm, spec, arm_plan, seed, data_key, knobs)
+                key = _run_key(arm, spec, arm_plan, seed, data_key,
+                               arm_knobs)
                 path = folder / f"{_slug(arm)}-seed{seed}-{key}"
                 cached = _load_cached(path, spec, seed, keep_models, device)
                 if cached is not None:
@@ -216,7 +223,7 @@ def run_arms(arms: dict[str, Arm], train, test, plan: ProxyPlan,
                     continue
             result, model = proxy_run(
                 spec.make_model, train, test, arm_plan, seed, mean, device,
-                log=log, name=arm, return_model=True, **knobs)
+                log=log, name=arm, return_model=True, **arm_knobs)
             out["runs"][arm].append(result)
             out["trained"] += 1
             if keep_models:

@@ -310,3 +310,21 @@ def test_run_arms_keeps_models_through_the_cache(tmp_path, monkeypatch):
         second["runs"]["paper"][0]["test_error"], abs=1e-4)
     with pytest.raises(ValueError, match="plain folder name"):
         run_arms(arms, train, test, TINY, [2], mean, experiment="../x")
+
+
+def test_an_arm_can_bring_its_own_optimizer():
+    train, test, mean = _data()
+    built = []
+
+    def plain_sgd(model):
+        built.append(torch.optim.SGD(model.parameters(), lr=0.05))
+        return built[-1]
+
+    out = run_arms({"own": Arm("own optimizer", _proxy,
+                               make_optimizer=plain_sgd),
+                    "paper": Arm("paper", _proxy)},
+                   train, test, TINY, [0], mean, log=None)
+    assert len(built) == 1 and isinstance(built[0], torch.optim.SGD)
+    assert built[0].param_groups[0]["lr"] == pytest.approx(0.005)  # x 0.1
+    own, paper = out["runs"]["own"][0], out["runs"]["paper"][0]
+    assert _no_speed(own["curve"]) != _no_speed(paper["curve"])
