@@ -299,8 +299,8 @@ IMAGENET_ONLY = ("resize", "decode", "data_format", "val_data")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig a ``train`` command line asks for, validated."""
-    from alexnet_lib.preflight import check_config
+    """The TrainConfig a ``train`` command line asks for (``fit``
+    validates it, once, before it touches any data)."""
     from alexnet_lib.config import apply_settings, read_config_file
     # Later wins: the profile, the config file, the flags, then --set.
     cfg = apply_profile(TrainConfig(), args.profile)
@@ -332,7 +332,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise ConfigError(f"data folder {cfg.data.root} does not exist: "
                           f"pass --data with the folder that holds the "
                           f"data set, or set ALEXNET_DATA")
-    return check_config(cfg)
+    return cfg
 
 
 def _allowed(args: argparse.Namespace) -> tuple[str, ...]:

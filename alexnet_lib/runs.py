@@ -23,7 +23,7 @@ from torchvision.transforms.v2.functional import center_crop
 
 from alexnet_lib import runlog
 from alexnet_lib.checkpoint import load_checkpoint
-from alexnet_lib.config import TrainConfig, cache_root
+from alexnet_lib.config import TrainConfig, apply_profile, cache_root
 from alexnet_lib.data.build import select_mean
 from alexnet_lib.data.imagenet import ImageNetFolder
 from alexnet_lib.data.sources import imagenet_root, open_train
@@ -36,7 +36,7 @@ __all__ = ["ImagenettePlan", "IMAGENETTE_PLANS", "FULL_SIZE",
            "train_command", "run_train_command", "is_finished",
            "load_run", "input_mean", "centre_crops", "load_snapshots",
            "estimate_minutes", "predictions", "ensure_run",
-           "plan_differences", "wall_time_s", "run_summary"]
+           "plan_differences", "plan_config", "wall_time_s", "run_summary"]
 
 RUNS_FOLDER = "runs"  # under cache_root()
 
@@ -169,6 +169,33 @@ def train_command(plan: ImagenettePlan, out_dir: str | Path,
         if value is not None:
             args += [flag, str(value)]
     return args
+
+
+def plan_config(plan: ImagenettePlan, out_dir: str | Path, profile: str,
+                seed: int = 0, groups: int = 2,
+                model: str = "alexnet") -> TrainConfig:
+    """The TrainConfig of ``plan``, built directly (the same settings
+    the command of ``train_command`` asks for; a test keeps them equal).
+    """
+    options: dict = {"input_size": plan.image_size}
+    if model == "alexnet":
+        options["init"] = plan.init
+        if plan.bias is not None:
+            options["bias"] = plan.bias
+        if groups != 2:
+            options["groups"] = groups
+    changes = dict(
+        model=model, model_options=options, data__dataset="imagenet",
+        out_dir=str(out_dir), seed=seed, epochs=plan.epochs,
+        optim__batch_size=plan.batch_size, data__image_size=plan.image_size,
+        data__resize=plan.resize, optim__plateau_patience=plan.patience,
+        data__num_workers=plan.workers, ten_crop=True, progress=False,
+        snapshot_epochs=tuple(plan.snapshot_epochs))
+    if plan.train_subset is not None:
+        changes["data__train_subset"] = plan.train_subset
+    if plan.val_subset is not None:
+        changes["data__val_subset"] = plan.val_subset
+    return apply_profile(TrainConfig(), profile).replace(**changes)
 
 
 def run_train_command(args: list[str]) -> str:
@@ -305,7 +332,6 @@ def estimate_minutes(plan: ImagenettePlan, epochs: int, profile: str = "cpu",
     minutes.
     """
     from alexnet_lib import speed
-    from alexnet_lib.config import apply_profile
     device = "cuda" if profile != "cpu" and torch.cuda.is_available() \
         else "cpu"
     opts = apply_profile(TrainConfig(), profile).speed.resolve(device)
@@ -386,14 +412,13 @@ def predictions(out_dir: str | Path, device: str = "cpu") -> dict:
     return result
 
 
-def plan_differences(out_dir: str | Path, args: list[str]) -> list[str]:
-    """What the run in ``out_dir`` was trained with that the train
-    command ``args`` would now do differently: "name: was -> now" for
+def plan_differences(out_dir: str | Path, cfg: TrainConfig) -> list[str]:
+    """What the run in ``out_dir`` was trained with that ``cfg`` (see
+    ``plan_config``) would now do differently: "name: was -> now" for
     the model options, patch sizes, subsets, epochs, seed and snapshots
     (an older cached run of a plan that has since changed)."""
-    from alexnet_lib.cli import build_parser, config_from_args
     saved = json.loads((Path(out_dir) / runlog.CONFIG_FILE).read_text())
-    now = config_from_args(build_parser().parse_args(args)).to_dict()
+    now = cfg.to_dict()
     fields = [("model_options",), ("data", "image_size"),
               ("data", "resize"), ("data", "train_subset"),
               ("data", "val_subset"), ("epochs",), ("seed",),
@@ -432,7 +457,8 @@ def ensure_run(plan: ImagenettePlan, out_dir: str | Path, profile: str,
     print(command)
     if is_finished(out):
         print(f"  finished before: loading {out.name}")
-        changed = plan_differences(out, args)
+        changed = plan_differences(out, plan_config(
+            plan, out, profile, seed=seed, groups=groups, model=model))
         if changed:
             print(f"  note: it was trained with another plan ("
                   f"{'; '.join(changed)}) and is used as it is; delete "

@@ -9,7 +9,8 @@ from alexnet_lib.config import ConfigError
 from alexnet_lib.runs import (FULL_SIZE, IMAGENETTE_PLANS, ImagenettePlan,
                               centre_crops, estimate_minutes,
                               full_size_name, input_mean, is_finished,
-                              load_run, load_snapshots, predictions,
+                              load_run, load_snapshots, plan_config,
+                              plan_differences, predictions,
                               run_folder, run_name, run_summary,
                               run_train_command, train_command,
                               wall_time_s, ensure_run)
@@ -47,6 +48,30 @@ def test_train_command_parses_to_the_plan(tmp_path):
     assert cfg.model_options == {"input_size": 112, "init": "paper",
                                  "bias": 0.1, "groups": 1}
     assert cfg.optim.plateau_patience == 1 and cfg.optim.lr == 0.01
+
+
+@pytest.mark.parametrize("profile", ["ci", "cpu", "gpu"])
+@pytest.mark.parametrize("model, groups", [("alexnet", 2), ("alexnet", 1),
+                                           ("zfnet", 1)])
+def test_plan_config_is_the_train_command_without_the_round_trip(
+        tmp_path, profile, model, groups):
+    plan = IMAGENETTE_PLANS[profile]
+    args = train_command(plan, tmp_path / "r", profile, seed=2,
+                         groups=groups, model=model)
+    assert plan_config(plan, tmp_path / "r", profile, seed=2,
+                       groups=groups, model=model) == \
+        config_from_args(build_parser().parse_args(args))
+
+
+def test_plan_differences_names_what_a_cached_run_did_otherwise(tmp_path):
+    import json
+    plan = IMAGENETTE_PLANS["ci"]
+    old = plan_config(plan, tmp_path, "ci", seed=0)
+    (tmp_path / "config.json").write_text(json.dumps(old.to_dict()))
+    assert plan_differences(tmp_path, old) == []
+    now = plan_config(ImagenettePlan(**{**plan.__dict__, "epochs": 3}),
+                      tmp_path, "ci", seed=0)
+    assert plan_differences(tmp_path, now) == ["epochs: 1 -> 3"]
 
 
 def test_run_names_of_the_chapters():
@@ -99,9 +124,10 @@ def test_resize_smaller_than_the_patch_is_a_config_error(capsys):
     assert code == 2
     assert ("data.resize (100) must be >= data.image_size (112)"
             in capsys.readouterr().err)
+    from alexnet_lib.preflight import check_config  # what fit runs first
     with pytest.raises(ConfigError, match="--resize"):
-        config_from_args(build_parser().parse_args(
-            ["train", "--image-size", "300"]))
+        check_config(config_from_args(build_parser().parse_args(
+            ["train", "--image-size", "300"])))
 
 
 def test_load_run_without_checkpoint_says_what_to_do(tmp_path):

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from ..config import ConfigError, TrainConfig, validate
+from ..config import ConfigError, TrainConfig
 from .cifar import CifarTensors, load_cifar10
 from .cifar_loader import CifarLoader
 from .jpeg_batch import batched_loaders
@@ -36,9 +36,9 @@ def build_loaders(cfg: TrainConfig, rank: int = 0, world_size: int = 1,
     batches per epoch; rank r gets its slice of each global batch of
     ``cfg.optim.batch_size``. val_loader: the whole validation set, in
     order, on every rank. ``device``: where CIFAR batches are made, and
-    ImageNet batches with ``data.decode == "batched"``.
+    ImageNet batches with ``data.decode == "batched"``. ``cfg`` is
+    taken as checked (``fit`` runs ``preflight.check_config`` once).
     """
-    validate(cfg)
     if cfg.data.dataset == "cifar10":
         return _cifar_loaders(cfg, rank, world_size, device)
     return _imagenet_loaders(cfg, rank, world_size, device)
@@ -158,7 +158,6 @@ class CifarTenCrop:
 
 def build_ten_crop_loader(cfg: TrainConfig):
     """Validation batches of ten patches per image (§4.1 test time)."""
-    validate(cfg)
     d, batch = cfg.data, cfg.optim.batch_size
     if d.dataset == "cifar10":
         _, test, crop, mean = _cifar_data(cfg)
