@@ -77,9 +77,10 @@ class SpeedConfig:
     as it always did. Not in the paper; speed.check_option compares
     each with float32 eager results.
     """
-    # DEVIATION: (imagenet profile on CUDA; cpu and imagenet profiles on
-    # CPUs with bf16 instructions) bf16 autocast and TF32 compute with
-    # shorter mantissas than the paper's float32 (speed.TOLERANCES).
+    # DEVIATION (engineering): (imagenet profile on CUDA; cpu and
+    # imagenet profiles on CPUs with bf16 instructions) bf16 autocast
+    # and TF32 compute with shorter mantissas than the paper's float32
+    # (speed.TOLERANCES).
     bf16: bool | None = False  # bfloat16 autocast
     channels_last: bool | None = False  # NHWC memory layout
     compile: bool | None = False  # torch.compile

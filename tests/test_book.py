@@ -162,10 +162,16 @@ def test_scan_joins_continuation_lines_and_finds_the_code(tmp_path):
         "    y: int = 2  # §5\n"
         "z = 3  # DEVIATION: inline, `z` is new\n"
         "# a comment that is not a marker, nor are DEVIATIONS: here\n"
-        "# DEVIATION (optional): a note\n")
+        "# DEVIATION (optional): a note\n"
+        "# DEVIATION (data): a copy\n"
+        "# DEVIATION (engineering): bf16\n")
     found = scan(pkg)
     assert [(d.path, d.line) for d in found] == [
-        ("lib/a.py", 2), ("lib/a.py", 5), ("lib/a.py", 7)]
+        ("lib/a.py", 2), ("lib/a.py", 5), ("lib/a.py", 7),
+        ("lib/a.py", 8), ("lib/a.py", 9)]
+    assert [d.kind for d in found] == ["method"] * 3 + ["data",
+                                                        "engineering"]
+    assert (found[3].text, found[4].text) == ("a copy", "bf16")
     assert found[0].text == "first line and the second."
     assert found[0].code == "y: int = 2  # §5"
     assert found[1].text == "inline, `z` is new"

@@ -117,8 +117,9 @@ class BatchedJpegAugment:
         images: list[torch.Tensor | None] = [None] * len(datas)
         jpeg = [i for i, d in enumerate(datas) if _plain_jpeg(d)]
         if self.device.type == "cuda" and jpeg and decode_jpeg is not None:
-            # DEVIATION: (decode="batched" on CUDA only) nvJPEG rounds
-            # its inverse DCT unlike libjpeg-turbo: a few levels apart.
+            # DEVIATION (engineering): (decode="batched" on CUDA only)
+            # nvJPEG rounds its inverse DCT unlike libjpeg-turbo: a few
+            # levels apart.
             try:  # one nvJPEG call for the batch
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DeprecationWarning)

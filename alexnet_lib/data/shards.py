@@ -64,9 +64,10 @@ def shard_bytes(path: str, resize: int, quality: int) -> bytes:
         return data
     if min(img.shape[-2:]) > resize:  # ResizeCenterCrop's resize step
         img = F.resize(img, [resize], antialias=True)
-    # DEVIATION: re-encoding as JPEG (quality 95 by default) changes
-    # pixels slightly (about one level of 255 on average, measured in
-    # tests/test_shards.py); the paper decoded the original files.
+    # DEVIATION (engineering): re-encoding as JPEG (quality 95 by
+    # default) changes pixels slightly (about one level of 255 on
+    # average, measured in tests/test_shards.py); the paper decoded the
+    # original files.
     with warnings.catch_warnings():  # torchvision 0.29 deprecates it
         warnings.simplefilter("ignore", DeprecationWarning)
         return encode_jpeg(img, quality=quality).numpy().tobytes()

@@ -8,11 +8,18 @@ lines straight after it continue the text::
     # with a patience in epochs.
     plateau_patience: int = 2
 
+A marker says what kind of departure it is: ``# DEVIATION:`` is one of
+method (it can change what an experiment measures),
+``# DEVIATION (data):`` one of the data a run reads, and
+``# DEVIATION (engineering):`` a choice of how the computation is done
+(number formats, decoders, storage) that leaves the method alone; any
+other note in parentheses stays in the text of a method row.
+
 The directive scans ``alexnet_lib/**/*.py`` (or the folder given as its
 argument, relative to the book's source folder) at build time and renders
-one row per marker: file and line, the text, and the first line of code
-it annotates. The page is re-read on every build, so the list cannot
-drift from the source.
+one table per kind, one row per marker: file and line, the text, and the
+first line of code it annotates. The page is re-read on every build, so
+the list cannot drift from the source.
 """
 from __future__ import annotations
 
@@ -31,12 +38,20 @@ COMMENT = re.compile(r"^\s*#\s?(?P<text>.*)$")
 CODE = re.compile(r"`([^`]+)`")  # `name` in a comment -> literal
 
 
+KINDS = {  # note -> (kind, heading of its table)
+    None: ("method", "Deviations of method"),
+    "data": ("data", "Deviations of data"),
+    "engineering": ("engineering", "Engineering choices"),
+}
+
+
 @dataclass(frozen=True)
 class Deviation:
     path: str  # relative to the scanned folder's parent, posix
     line: int  # 1-based line of the marker
     text: str  # the marker's text, continuation lines joined
     code: str  # first code line after the comment ("" if none)
+    kind: str = "method"  # "method", "data" or "engineering"
 
 
 def scan(folder: Path) -> list[Deviation]:
@@ -49,7 +64,10 @@ def scan(folder: Path) -> list[Deviation]:
             match = MARKER.search(line)
             if not match:
                 continue
-            text = [f"{match['note'] or ''} {match['text']}".strip()]
+            note = (match["note"] or "").strip("()").strip()
+            kind = KINDS.get(note, KINDS[None])[0] if note else "method"
+            shown = "" if note in KINDS else (match["note"] or "")
+            text = [f"{shown} {match['text']}".strip()]
             j = i + 1
             # A marker on its own line may continue on the next comment
             # lines; one after code (x = 1  # DEVIATION: ...) may not.
@@ -66,7 +84,8 @@ def scan(folder: Path) -> list[Deviation]:
                              and not c.lstrip().startswith("#")), "")
             else:
                 code = line[:match.start()].strip()
-            found.append(Deviation(rel, i + 1, " ".join(text), code))
+            found.append(Deviation(rel, i + 1, " ".join(text), code,
+                                   kind))
     return found
 
 
@@ -117,13 +136,18 @@ class DeviationsDirective(SphinxDirective):
                  "was built.")
         if not found:
             return [summary]
-        rows = [[[nodes.literal(f"{d.path}:{d.line}",
-                                f"{d.path}:{d.line}")],
-                 inline(d.text),
-                 [nodes.literal(d.code, d.code)] if d.code else []]
-                for d in found]
-        return [summary, table(["Where", "Deviation", "Code it annotates"],
-                                rows, [25, 50, 25])]
+        out: list[nodes.Node] = [summary]
+        for kind, heading in KINDS.values():
+            rows = [[[nodes.literal(f"{d.path}:{d.line}",
+                                    f"{d.path}:{d.line}")],
+                     inline(d.text),
+                     [nodes.literal(d.code, d.code)] if d.code else []]
+                    for d in found if d.kind == kind]
+            if rows:
+                out += [nodes.rubric(text=f"{heading} ({len(rows)})"),
+                        table(["Where", "Deviation", "Code it annotates"],
+                              rows, [25, 50, 25])]
+        return out
 
 
 # Pages whose content comes from files Sphinx does not track (new .py
