@@ -246,7 +246,7 @@ def input_mean(cfg: TrainConfig) -> torch.Tensor:
     """What the run subtracted from its centre patches: the training
     set's mean image (cached), cropped as the patch, (3, S, S)."""
     d = cfg.data
-    mean = select_mean(d.mean, compute_mean_image(open_train(cfg),
+    mean = select_mean(d.mean, compute_mean_image(open_train(d, cfg.profile),
                                                   d.resize))
     if mean.shape[-1] == 1:  # per-channel mean or none
         return mean.expand(3, d.image_size, d.image_size).clone()
@@ -264,7 +264,7 @@ def centre_crops(cfg: TrainConfig, split: str, subset: int | None = None
     def patch(img):  # the validation transform, before the mean
         return center_crop(resize(img), [d.image_size, d.image_size])
 
-    folder = ImageNetFolder(imagenet_root(cfg), split, patch,
+    folder = ImageNetFolder(imagenet_root(d, cfg.profile), split, patch,
                             d.on_corrupt, subset)
     images, labels = zip(*(folder[i] for i in range(len(folder))))
     return (torch.stack(images), torch.tensor(labels),
@@ -393,10 +393,12 @@ def predictions(out_dir: str | Path, device: str = "cpu") -> dict:
     # per-epoch validation, the ten patches of its last test (bf16
     # results depend on the batch, so the batches must be the same)
     centre, labels = [], []
-    for x, y in build_loaders(cfg)[1]:
+    for x, y in build_loaders(cfg.data, cfg.optim.batch_size, cfg.seed,
+                              cfg.profile)[1]:
         centre.append(model(x.to(device)).float().softmax(1).cpu())
         labels.append(torch.as_tensor(y))
-    loader = build_ten_crop_loader(cfg)
+    loader = build_ten_crop_loader(cfg.data, cfg.optim.batch_size,
+                                   cfg.profile)
     ten = []
     for x, _ in loader:  # x: (B, 10, 3, S, S)
         p = model(x.to(device).flatten(0, 1)).float().softmax(1)

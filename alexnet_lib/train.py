@@ -436,7 +436,8 @@ class _Run:
         # from, or a run with a cold cache would differ from a warm one.
         with shield_children(), torch.random.fork_rng(devices=[]):
             train_loader, val_loader, self.info = build_loaders(
-                cfg, dist.rank, dist.world_size, device=self.device)
+                cfg.data, cfg.optim.batch_size, cfg.seed, cfg.profile,
+                dist.rank, dist.world_size, device=self.device)
         loaders += [train_loader, val_loader]
         self.train_loader = train_loader
         self.val_loader = Shielded(val_loader)
@@ -575,7 +576,8 @@ class _Run:
         # §4.1: average the softmax over ten patches
         if cfg.ten_crop and not stop.stopped:
             with shield_children(), torch.random.fork_rng(devices=[]):
-                ten_loader = build_ten_crop_loader(cfg)
+                ten_loader = build_ten_crop_loader(
+                    cfg.data, cfg.optim.batch_size, cfg.profile)
             ten = evaluate(self.model, Shielded(ten_loader), device,
                            ten_crop=True, sharded=False)
             self.log({"kind": "ten_crop", "epoch": self.epoch,

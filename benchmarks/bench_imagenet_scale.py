@@ -211,9 +211,11 @@ def pipeline_rows(sets, device, batch, workers_list, max_batches):
                 "ImageFolder + PIL (pytorch/examples)":
                     lambda: folder_loader(root, batch, workers),
                 "alexnet_lib decode=pil": lambda: build_loaders(
-                    cfg, device=device)[0],
+                    cfg.data, batch, cfg.seed, cfg.profile,
+                    device=device)[0],
                 "alexnet_lib decode=batched": lambda: build_loaders(
-                    cfg.replace(data__decode="batched"), device=device)[0]}
+                    cfg.replace(data__decode="batched").data, batch,
+                    cfg.seed, cfg.profile, device=device)[0]}
             for name, make in loaders.items():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")

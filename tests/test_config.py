@@ -101,9 +101,14 @@ def test_loop_settings_are_validated_in_one_place(change, message):
 
 
 def test_ten_crop_on_full_size_cifar_says_what_to_set(cifar_dir):
-    from alexnet_lib.data import build_ten_crop_loader
     cfg = TrainConfig(data=DataConfig(dataset="cifar10", root=str(cifar_dir),
                                       image_size=32, val_subset=10),
                       ten_crop=True)
     with pytest.raises(ConfigError, match=r"set data.image_size < 32"):
-        build_ten_crop_loader(cfg)
+        _ten_loader(cfg)
+
+
+def _ten_loader(cfg):
+    from alexnet_lib.data import build_ten_crop_loader
+    return build_ten_crop_loader(cfg.data, cfg.optim.batch_size,
+                                 cfg.profile)

@@ -256,7 +256,7 @@ def cifar_cfg(cifar_dir, **data):
 
 
 def test_build_loaders_for_cifar(cifar_dir):
-    train, val, info = build_loaders(cifar_cfg(cifar_dir))
+    train, val, info = _loaders(cifar_cfg(cifar_dir))
     assert info["num_classes"] == 10 and info["classes"] == CLASSES
     assert (info["n_train"], info["n_val"], info["input_size"]) == \
         (200, 100, 24)
@@ -267,15 +267,15 @@ def test_build_loaders_for_cifar(cifar_dir):
     x, y = next(iter(val))
     assert x.shape == (50, 3, 24, 24) and y.tolist() == [0] * 10 + \
         [1] * 10 + [2] * 10 + [3] * 10 + [4] * 10
-    ten = next(iter(build_ten_crop_loader(cifar_cfg(cifar_dir))))[0]
+    ten = next(iter(_ten_loader(cifar_cfg(cifar_dir))))[0]
     assert ten.shape == (50, 10, 3, 24, 24)
 
 
 def test_build_loaders_channel_mean_and_ranks(cifar_dir):
     cfg = cifar_cfg(cifar_dir, mean="channel")
-    one, _, info = build_loaders(cfg)
+    one, _, info = _loaders(cfg)
     assert info["mean"].shape == (3, 1, 1)
-    r1, _, _ = build_loaders(cfg, rank=1, world_size=2)
+    r1, _, _ = _loaders(cfg, rank=1, world_size=2)
     one.set_epoch(1, start_step=2)
     r1.set_epoch(1, start_step=2)
     (x, y), (x1, y1) = next(iter(one)), next(iter(r1))
@@ -400,3 +400,14 @@ def test_cache_notices_added_files(tmp_path, private_cache):
     (root / "test/cat/0005.jpg").write_bytes(
         (root / "test/cat/0000.jpg").read_bytes())
     assert len(load_cifar10(root, split="test")) == 7
+
+
+def _loaders(cfg, *args, **kwargs):
+    """build_loaders with the settings a run passes it from ``cfg``."""
+    return build_loaders(cfg.data, cfg.optim.batch_size, cfg.seed,
+                         cfg.profile, *args, **kwargs)
+
+
+def _ten_loader(cfg):
+    return build_ten_crop_loader(cfg.data, cfg.optim.batch_size,
+                                 cfg.profile)

@@ -44,8 +44,8 @@ def _assert_same(a, b):
 @pytest.mark.parametrize("rank, world", [(0, 1), (1, 2)])
 def test_batched_decode_equals_the_per_image_path(imagenette_dir, rank,
                                                   world):
-    pil = build_loaders(_cfg(imagenette_dir, "pil"), rank, world)
-    fast = build_loaders(_cfg(imagenette_dir, "batched"), rank, world)
+    pil = _loaders(_cfg(imagenette_dir, "pil"), rank, world)
+    fast = _loaders(_cfg(imagenette_dir, "batched"), rank, world)
     assert len(pil[0]) == len(fast[0]) == 3  # 24 images / batch 8
     assert fast[0].batch_size == pil[0].batch_size == 8 // world
     # crops, mirrors and colour noise are on (the paper's training view)
@@ -80,8 +80,8 @@ def test_corrupt_files_and_pngs_are_handled_alike(imagenette_dir,
                data__val_subset=None, data__mean="channel")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pil = build_loaders(cfg)
-        fast = build_loaders(cfg.replace(data__decode="batched"))
+        pil = _loaders(cfg)
+        fast = _loaders(cfg.replace(data__decode="batched"))
         a, b = _batches(pil[0], 2, 0), _batches(fast[0], 2, 0)
     _assert_same(a, b)  # 8 images: every file, the bad one replaced
     assert pil[2]["n_train"] == fast[2]["n_train"] == 8
@@ -103,7 +103,7 @@ def test_on_corrupt_stop_names_the_file(imagenette_dir, tmp_path):
 def test_unknown_decode_mode_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="data.decode must be 'pil' or "
                        "'batched', got 'gpu'"):
-        build_loaders(_cfg(tmp_path, "gpu"))
+        _loaders(_cfg(tmp_path, "gpu"))
 
 
 @pytest.mark.gpu
@@ -154,3 +154,9 @@ def test_empty_and_bomb_files_are_skipped_or_named(imagenette_dir,
     data[sof + 5:sof + 9] = (40000).to_bytes(2, "big") * 2
     assert not _plain_jpeg(torch.tensor(list(data), dtype=torch.uint8))
     assert not _plain_jpeg(sample[0])
+
+
+def _loaders(cfg, *args, **kwargs):
+    """build_loaders with the settings a run passes it from ``cfg``."""
+    return build_loaders(cfg.data, cfg.optim.batch_size, cfg.seed,
+                         cfg.profile, *args, **kwargs)

@@ -59,8 +59,8 @@ def _assert_same(a, b):
 
 
 def test_shards_give_the_folders_batches(nette):
-    folder = build_loaders(_cfg(nette))
-    shards = build_loaders(_cfg(nette / "train_shards"))  # auto-detected
+    folder = _loaders(_cfg(nette))
+    shards = _loaders(_cfg(nette / "train_shards"))  # auto-detected
     assert isinstance(shards[0].dataset, ShardFolder)
     assert isinstance(shards[1].dataset, ImageNetFolder)  # the source's
     assert (shards[2]["n_train"], shards[2]["n_val"]) == (15, 6)
@@ -71,18 +71,18 @@ def test_shards_give_the_folders_batches(nette):
     _assert_same(_batches(folder[0], 0), _batches(shards[0], 0))
     _assert_same(_batches(folder[0], 1, 2), _batches(shards[0], 1, 2))
     # rank 1 of 2 with 2 workers: the second half of each global batch
-    half = build_loaders(_cfg(nette / "train_shards",
+    half = _loaders(_cfg(nette / "train_shards",
                               data__num_workers=2), rank=1, world_size=2)
     got = _batches(half[0], 1)
     for (x, y), (xh, yh) in zip(_batches(folder[0], 1), got):
         assert torch.equal(xh, x[2:]) and torch.equal(yh, y[2:])
     # validation from the val split's shards: the folder's val batches
-    val = build_loaders(_cfg(nette / "train_shards",
+    val = _loaders(_cfg(nette / "train_shards",
                              data__val_root=str(nette / "val_shards")))
     assert isinstance(val[1].dataset, ShardFolder)
     _assert_same(list(folder[1]), list(val[1]))
     # decode="batched" reads the same bytes from the shards
-    fast = build_loaders(_cfg(nette / "train_shards",
+    fast = _loaders(_cfg(nette / "train_shards",
                               data__decode="batched"))
     _assert_same(_batches(folder[0], 1), _batches(fast[0], 1))
 
@@ -137,12 +137,12 @@ def test_unfinished_or_damaged_shards_say_rerun_prepare_shards(
     with pytest.raises(DataError, match=r"shard .*train-000002.tar is "
                        r"missing or not the \d+ bytes shards.json records: "
                        r"copy it again, or run prepare-shards again"):
-        build_loaders(_cfg(out))
+        _loaders(_cfg(out))
     del manifest["finished"]  # prepare-shards was stopped
     (out / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="unfinished: run prepare-shards "
                        "again to complete them"):
-        build_loaders(_cfg(out))
+        _loaders(_cfg(out))
 
 
 def test_wrong_inputs_say_what_to_pass(nette, tmp_path, capsys):
@@ -152,7 +152,7 @@ def test_wrong_inputs_say_what_to_pass(nette, tmp_path, capsys):
     with pytest.raises(DataError, match=r"holds the val split, not train: "
                        r"pass the shards written with prepare-shards "
                        r"--split train"):
-        build_loaders(_cfg(nette / "val_shards"))
+        _loaders(_cfg(nette / "val_shards"))
     # shards moved to a machine without the folder they were made from
     moved = tmp_path / "moved"
     shutil.copytree(nette / "train_shards", moved)
@@ -160,7 +160,13 @@ def test_wrong_inputs_say_what_to_pass(nette, tmp_path, capsys):
     manifest["source"] = str(tmp_path / "gone")
     (moved / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(DataNotFoundError, match="Pass --val-data"):
-        build_loaders(_cfg(moved))
+        _loaders(_cfg(moved))
     with pytest.raises(SystemExit):  # argparse lists the choices
         cli.main(["train", "--data", str(nette), "--data-format", "tar"])
     assert "invalid choice: 'tar' (choose from" in capsys.readouterr().err
+
+
+def _loaders(cfg, *args, **kwargs):
+    """build_loaders with the settings a run passes it from ``cfg``."""
+    return build_loaders(cfg.data, cfg.optim.batch_size, cfg.seed,
+                         cfg.profile, *args, **kwargs)

@@ -1,7 +1,8 @@
 """Data: CIFAR-10 in memory, ImageNet-format folders or their tar
 shards, the paper's transforms (§2, §4.1) and resume-exact loaders.
 
-Main entry points: ``build_loaders(cfg, rank, world_size)``, and
+Main entry points: ``build_loaders(data, batch_size, seed, profile,
+rank, world_size)``, and
 ``find_dataset(name, ...)``, which decides where every data set comes
 from (explicit path, $ALEXNET_DATA, ~/.cache/alexnet_lib/data, the
 shipped sample ``SAMPLE_ROOT``).

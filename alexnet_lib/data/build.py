@@ -1,4 +1,9 @@
-"""build_loaders(cfg): the paper's input pipeline for a TrainConfig.
+"""build_loaders(data, batch_size): the paper's input pipeline.
+
+The data layer receives the data settings (``DataConfig``) and the three
+numbers it needs from the rest of a run: the batch size (§5), the seed of
+the batch order and the profile (which decides whether a missing data
+set may be downloaded).
 
 CIFAR-10: decoded once into memory, augmented in batches (CifarLoader).
 ImageNet format: ImageNetFolder, or ShardFolder for the shards that
@@ -16,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from ..config import ConfigError, TrainConfig
+from ..config import ConfigError, DataConfig
 from .cifar import CifarTensors, load_cifar10
 from .cifar_loader import CifarLoader
 from .jpeg_batch import batched_loaders
@@ -28,20 +33,24 @@ from .transforms import (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC,
                          compute_mean_image, compute_rgb_pca, to_float)
 
 
-def build_loaders(cfg: TrainConfig, rank: int = 0, world_size: int = 1,
+def build_loaders(data: DataConfig, batch_size: int, seed: int = 0,
+                  profile: str = "gpu", rank: int = 0, world_size: int = 1,
                   device: str | torch.device = "cpu"):
-    """(train_loader, val_loader, info) for ``cfg.data``.
+    """(train_loader, val_loader, info) for ``data``.
 
     train_loader: ``set_epoch(epoch, start_step=0)``, ``len()`` = global
-    batches per epoch; rank r gets its slice of each global batch of
-    ``cfg.optim.batch_size``. val_loader: the whole validation set, in
-    order, on every rank. ``device``: where CIFAR batches are made, and
-    ImageNet batches with ``data.decode == "batched"``. ``cfg`` is
-    taken as checked (``fit`` runs ``preflight.check_config`` once).
+    batches per epoch, in an order drawn from ``seed``; rank r gets its
+    slice of each global batch of ``batch_size``. val_loader: the whole
+    validation set, in order, on every rank. ``device``: where CIFAR
+    batches are made, and ImageNet batches with ``data.decode ==
+    "batched"``. The settings are taken as checked (``fit`` runs
+    ``preflight.check_config`` once).
     """
-    if cfg.data.dataset == "cifar10":
-        return _cifar_loaders(cfg, rank, world_size, device)
-    return _imagenet_loaders(cfg, rank, world_size, device)
+    if data.dataset == "cifar10":
+        return _cifar_loaders(data, batch_size, seed, profile, rank,
+                              world_size, device)
+    return _imagenet_loaders(data, batch_size, seed, profile, rank,
+                             world_size, device)
 
 
 def select_mean(kind: str, mean_image: torch.Tensor) -> torch.Tensor:
@@ -54,23 +63,22 @@ def select_mean(kind: str, mean_image: torch.Tensor) -> torch.Tensor:
     return torch.zeros(3, 1, 1)
 
 
-def _cifar_data(cfg: TrainConfig):
-    d = cfg.data
+def _cifar_data(d: DataConfig, profile: str):
     train = load_cifar10(d.root, "train", d.download, d.train_subset,
-                         d.on_corrupt, cfg.profile)
+                         d.on_corrupt, profile)
     test = load_cifar10(d.root, "test", d.download, d.val_subset,
-                        d.on_corrupt, cfg.profile)
+                        d.on_corrupt, profile)
     crop = d.image_size if d.image_size < 32 else None
     mean = select_mean(d.mean, compute_mean_image(train.images))
     return train, test, crop, mean
 
 
-def _cifar_loaders(cfg, rank, world_size, device):
-    d, batch = cfg.data, cfg.optim.batch_size
-    train, test, crop, mean = _cifar_data(cfg)
+def _cifar_loaders(d: DataConfig, batch: int, seed: int, profile: str,
+                   rank: int, world_size: int, device):
+    train, test, crop, mean = _cifar_data(d, profile)
     pca = compute_rgb_pca(train.images) if d.pca_lighting > 0 else None
     train_loader = CifarLoader(
-        train.images, train.labels, batch, shuffle=True, seed=cfg.seed,
+        train.images, train.labels, batch, shuffle=True, seed=seed,
         crop=crop, flip=d.flip, pca_std=d.pca_lighting, pca=pca,
         mean=mean, device=device, rank=rank, world_size=world_size,
         random_crop=d.random_crop)
@@ -82,9 +90,8 @@ def _cifar_loaders(cfg, rank, world_size, device):
         train.source, lambda: train.skipped + test.skipped)
 
 
-def _imagenet_data(cfg: TrainConfig):
-    d = cfg.data
-    train = open_train(cfg)  # a folder or shards
+def _imagenet_data(d: DataConfig, profile: str):
+    train = open_train(d, profile)  # a folder or shards
     # The mean image of the (subset of the) training set at resize x
     # resize, cached; subtracted before cropping, as Caffe does.
     mean_image = compute_mean_image(train, d.resize,
@@ -92,9 +99,12 @@ def _imagenet_data(cfg: TrainConfig):
     return train, select_mean(d.mean, mean_image)
 
 
-def _imagenet_loaders(cfg, rank, world_size, device="cpu"):
-    d, batch = cfg.data, cfg.optim.batch_size
-    train, mean = _imagenet_data(cfg)
+def _imagenet_loaders(d: DataConfig, batch: int, seed: int, profile: str,
+                      rank: int, world_size: int, device="cpu"):
+    if d.decode not in ("pil", "batched"):
+        raise ConfigError(f"data.decode must be 'pil' or 'batched', got "
+                          f"{d.decode!r}")
+    train, mean = _imagenet_data(d, profile)
     # Pixel-wise steps commute with crop and mirror, so subtracting the
     # 256x256 mean image first is exact (Caffe crops the mean with the
     # image).
@@ -103,18 +113,18 @@ def _imagenet_loaders(cfg, rank, world_size, device="cpu"):
     # set; the augmentation notebook recomputes and compares them.
     pca = (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC)
     sampler = ResumableBatchSampler(len(train), batch, shuffle=True,
-                                    seed=cfg.seed, rank=rank,
+                                    seed=seed, rank=rank,
                                     world_size=world_size)
     if d.decode == "batched":  # workers read files, the device decodes
-        val = open_val(cfg, train)
+        val = open_val(d, train)
         train_loader, val_loader = batched_loaders(
-            cfg, train, val, mean, pca, sampler, device)
+            d, batch, train, val, mean, pca, sampler, device)
     else:
         train.transform = SeededCompose([
             ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
             PCALighting(d.pca_lighting, *pca),
             RandomCropFlip(d.image_size, d.random_crop, d.flip)])
-        val = open_val(cfg, train, SeededCompose([
+        val = open_val(d, train, SeededCompose([
             ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
             v2.CenterCrop(d.image_size)]))
         workers = d.num_workers
@@ -156,19 +166,18 @@ class CifarTenCrop:
             yield self.ten_crop(x), self.data.labels[i:i + self.batch_size]
 
 
-def build_ten_crop_loader(cfg: TrainConfig):
+def build_ten_crop_loader(d: DataConfig, batch: int, profile: str = "gpu"):
     """Validation batches of ten patches per image (§4.1 test time)."""
-    d, batch = cfg.data, cfg.optim.batch_size
     if d.dataset == "cifar10":
-        _, test, crop, mean = _cifar_data(cfg)
+        _, test, crop, mean = _cifar_data(d, profile)
         if crop is None:
             raise ConfigError(
                 "ten-crop testing needs patches smaller than the 32x32 "
                 "CIFAR images: set data.image_size < 32 (24 as in "
                 "cuda-convnet's CIFAR nets)")
         return CifarTenCrop(test, crop, mean, batch)
-    train, mean = _imagenet_data(cfg)
-    val = open_val(cfg, train, SeededCompose([
+    train, mean = _imagenet_data(d, profile)
+    val = open_val(d, train, SeededCompose([
         ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
         TenCrop(d.image_size)]))
     return DataLoader(val, batch_size=batch, shuffle=False,

@@ -202,14 +202,15 @@ class BatchedJpegLoader:
         return (self.augment(*batch) for batch in iter(self.loader))
 
 
-def batched_loaders(cfg, train: ImageNetFolder, val: ImageNetFolder,
-                    mean: torch.Tensor, pca, sampler, device):
-    """(train_loader, val_loader) for data.decode="batched".
+def batched_loaders(d, batch_size: int, train: ImageNetFolder,
+                    val: ImageNetFolder, mean: torch.Tensor, pca, sampler,
+                    device):
+    """(train_loader, val_loader) for data.decode="batched" (``d``: the
+    DataConfig).
 
     The training loader follows ``sampler`` (a ResumableBatchSampler),
     so it resumes and splits across ranks like the per-image one.
     """
-    d = cfg.data
     workers = d.num_workers
     dataset = JpegBytesFolder(
         train, d.resize, RandomCropFlip(d.image_size, d.random_crop, d.flip),
@@ -220,7 +221,7 @@ def batched_loaders(cfg, train: ImageNetFolder, val: ImageNetFolder,
         BatchedJpegAugment(train, mean, d.image_size, d.resize, device),
         sampler)
     val_loader = BatchedJpegLoader(DataLoader(
-        JpegBytesFolder(val, d.resize), batch_size=cfg.optim.batch_size,
+        JpegBytesFolder(val, d.resize), batch_size=batch_size,
         num_workers=workers, collate_fn=collate_bytes),
         BatchedJpegAugment(val, mean, d.image_size, d.resize, device,
                            train=False))

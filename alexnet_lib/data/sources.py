@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import ConfigError, DataConfig, TrainConfig
+from ..config import ConfigError, DataConfig
 from .errors import DataNotFoundError
 from .files import check_same_classes
 from .imagenet import ImageNetFolder, find_imagenet
@@ -34,17 +34,16 @@ def data_format(d: DataConfig) -> str:
     return "folder"
 
 
-def imagenet_root(cfg: TrainConfig) -> Path:
+def imagenet_root(d: DataConfig, profile: str) -> Path:
     """The ImageNet-format folder, searched for the run's profile (which
     may download Imagenette: alexnet_lib/data/locate.py)."""
-    return find_imagenet(cfg.data.root, cfg.profile, cfg.data.download)
+    return find_imagenet(d.root, profile, d.download)
 
 
-def open_train(cfg: TrainConfig) -> ImageNetFolder | ShardFolder:
+def open_train(d: DataConfig, profile: str) -> ImageNetFolder | ShardFolder:
     """The training split, untransformed, as data.format says."""
-    d = cfg.data
     if data_format(d) == "folder":
-        return ImageNetFolder(imagenet_root(cfg), "train", None,
+        return ImageNetFolder(imagenet_root(d, profile), "train", None,
                               d.on_corrupt, d.train_subset)
     if d.root is None:
         raise ConfigError("data.format 'shards' needs data.root (--data): "
@@ -53,11 +52,10 @@ def open_train(cfg: TrainConfig) -> ImageNetFolder | ShardFolder:
                        subset=d.train_subset)
 
 
-def open_val(cfg: TrainConfig, train: ImageNetFolder | ShardFolder,
+def open_val(d: DataConfig, train: ImageNetFolder | ShardFolder,
              transform=None) -> ImageNetFolder | ShardFolder:
     """The validation split that goes with ``train``."""
-    d = cfg.data
-    root = _val_root(cfg, train)
+    root = _val_root(d, train)
     if (root / MANIFEST).is_file():
         val = ShardFolder(root, transform, "val", d.val_subset)
     else:
@@ -68,9 +66,9 @@ def open_val(cfg: TrainConfig, train: ImageNetFolder | ShardFolder,
     return val
 
 
-def _val_root(cfg: TrainConfig, train) -> Path:
-    if cfg.data.val_root is not None:
-        root = Path(cfg.data.val_root).expanduser()
+def _val_root(d: DataConfig, train) -> Path:
+    if d.val_root is not None:
+        root = Path(d.val_root).expanduser()
         if not root.is_dir():
             raise DataNotFoundError(
                 f"validation folder {root} does not exist: pass --val-data "
