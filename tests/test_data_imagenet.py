@@ -338,3 +338,10 @@ def _loaders(cfg, *args, **kwargs):
 def _ten_loader(cfg):
     return build_ten_crop_loader(cfg.data, cfg.optim.batch_size,
                                  cfg.profile)
+
+
+def test_imagenet_root_takes_the_data_settings_or_a_run_config(
+        imagenette_dir):
+    from alexnet_lib.data.sources import imagenet_root
+    cfg = nette_cfg(imagenette_dir)
+    assert imagenet_root(cfg.data, cfg.profile) == imagenet_root(cfg)
