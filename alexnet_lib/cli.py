@@ -72,28 +72,23 @@ def _epoch_list(text: str) -> tuple[int, ...]:
     return epochs
 
 
-def _setting(text: str) -> tuple[str, Any]:
-    """NAME=VALUE of --set; VALUE is JSON when it parses."""
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(
-            f"--set wants NAME=VALUE like optim.lr=0.001, got {text!r}")
-    try:
-        return name.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return name.strip(), value
+def _key_value(flag: str, example: str):
+    """An argparse type for ``flag``'s NAME=VALUE; VALUE is read as JSON
+    when it parses (3, 0.5, true, [1,2]), else kept as text."""
+    def parse(text: str) -> tuple[str, Any]:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(
+                f"{flag} wants {example}, got {text!r}")
+        try:
+            return key.strip(), json.loads(value)
+        except json.JSONDecodeError:
+            return key.strip(), value
+    return parse
 
 
-def _option(text: str) -> tuple[str, Any]:
-    """KEY=VALUE; VALUE is JSON when it parses (3, 0.5, true, [1,2])."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(
-            f"--model-option wants KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+_setting = _key_value("--set", "NAME=VALUE like optim.lr=0.001")
+_option = _key_value("--model-option", "KEY=VALUE")
 
 
 def build_parser() -> argparse.ArgumentParser:
