@@ -14,6 +14,7 @@ from alexnet_lib.models import (AlexNet, CifarNet4Layer,
                                 feature_map_shapes, list_models,
                                 register_model)
 from alexnet_lib.models import owt as owt_module
+from alexnet_lib.models import alexnet as alexnet_module
 from alexnet_lib.models.alexnet import conv1_padding
 
 PAPER_LAYER_PARAMS = {  # §3.5 and Fig. 2, counted by hand
@@ -135,6 +136,41 @@ def test_ablation_switches():
     no_drop = meta(AlexNet, dropout=0)
     assert isinstance(no_drop.drop6, nn.Identity)
     assert meta(AlexNet).drop7.p == 0.5
+
+
+def test_each_paper_idea_has_one_builder():
+    """The builders AlexNet.__init__ is made of, one per idea."""
+    m = alexnet_module
+    assert isinstance(m.conv1_pad(0), nn.Identity)
+    assert m.conv1_pad(3).padding == (0, 3, 0, 3)
+    lrn = m.response_norm(True, {**m.PAPER_LRN, "groups": 2})
+    assert isinstance(lrn, LocalResponseNorm) and lrn.groups == 2
+    assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (5, 1e-4, 0.75, 2.0)
+    assert isinstance(m.response_norm(False, {}), nn.Identity)
+    assert (m.max_pool("overlapping").kernel_size,
+            m.max_pool("overlapping").stride) == (3, 2)
+    assert (m.max_pool("non_overlapping").kernel_size,
+            m.max_pool("non_overlapping").stride) == (2, 2)
+    assert m.dropout_layer(0.5).p == 0.5
+    assert isinstance(m.dropout_layer(0.0), nn.Identity)
+    conv = m.two_gpu_conv(96, 256, 5, 2)
+    assert (conv.groups, conv.padding, conv.weight.shape) == (
+        2, (2, 2), (256, 48, 5, 5))
+    widths = (96, 256, 384, 384, 256)
+    assert m.middle_inputs(widths, ()) == (256, 384, 384)
+    assert m.middle_inputs(widths, ("conv3",)) == (256, 256, 384)
+    assert m.middle_inputs(widths, ("conv4",)) == (256, 384, 384)
+    assert m.middle_inputs(widths, ("conv3", "conv4")) == (256, 256, 256)
+    net = AlexNet(removed=("conv4",), num_classes=10)
+    assert isinstance(net.conv4, nn.Identity)
+    assert isinstance(net.relu4, nn.Identity)
+    assert net.conv5.in_channels == 384
+    # the layer order (and so the seeded weights) is the paper's order
+    assert [n for n, _ in AlexNet().named_children()] == [
+        "pad1", "conv1", "relu1", "lrn1", "pool1", "conv2", "relu2",
+        "lrn2", "pool2", "conv3", "relu3", "conv4", "relu4", "conv5",
+        "relu5", "pool5", "fc6", "relu6", "drop6", "fc7", "relu7",
+        "drop7", "fc8"]
 
 
 def test_lrn_options_and_per_group_lrn():

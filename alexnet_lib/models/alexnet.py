@@ -24,7 +24,9 @@ from alexnet_lib.layers import PAPER_LRN, LocalResponseNorm
 
 __all__ = ["AlexNet", "PAPER_LRN", "init_paper_", "init_caffe_",
            "init_weights_", "feature_map_shapes", "check_options",
-           "check_removed", "pool5_side", "conv1_padding", "check_input"]
+           "check_removed", "pool5_side", "conv1_padding", "check_input",
+           "conv1_pad", "response_norm", "max_pool", "dropout_layer",
+           "two_gpu_conv", "middle_inputs", "remove_middle"]
 
 PAPER_WIDTHS = (96, 256, 384, 384, 256)  # kernels in conv1..conv5, §3.5
 BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")  # §5
@@ -89,6 +91,64 @@ def check_removed(removed) -> tuple:
                          f"from {', '.join(REMOVABLE)} (the layers "
                          f"between two 13x13 maps with nothing between)")
     return removed
+
+
+# One builder per idea of the paper; AlexNet.__init__ below and
+# TwoTowerAlexNet put them together, and the chapters show them.
+
+def conv1_pad(pad: int) -> nn.Module:
+    """The zeros cuda-convnet reads past conv1's right and bottom edges
+    (``conv1_padding``); an identity when the windows fit."""
+    return nn.ZeroPad2d((0, pad, 0, pad)) if pad else nn.Identity()
+
+
+def response_norm(on: bool, options: dict) -> nn.Module:
+    """§3.3: local response normalization, applied after the ReLU of
+    conv1 and conv2 (``options``: size, alpha, beta, k and the groups
+    normalised apart); an identity when switched off."""
+    return LocalResponseNorm(**options) if on else nn.Identity()
+
+
+def max_pool(pooling: str) -> nn.MaxPool2d:
+    """§3.4: max-pooling over z x z windows placed s apart; the paper's
+    "overlapping" z=3, s=2 or the traditional z=s=2."""
+    z, s = POOLINGS[pooling]
+    return nn.MaxPool2d(z, s)
+
+
+def dropout_layer(p: float) -> nn.Module:
+    """§4.2: set each hidden neuron's output to zero with probability
+    ``p`` while training (after relu6 and relu7); p=0 is no dropout."""
+    # DEVIATION: inverted dropout (outputs x2 while training) instead
+    # of the paper's x0.5 at test time; the same expected output.
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
+def two_gpu_conv(c_in: int, c_out: int, kernel: int,
+                 groups: int) -> nn.Conv2d:
+    """§3.2: with groups=2 each half of the output maps reads only the
+    half of the input maps on its own GPU (conv2, conv4, conv5); the
+    padding keeps the map size, as Fig. 2's sizes imply."""
+    return nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2,
+                     groups=groups)
+
+
+def middle_inputs(widths, removed: tuple) -> tuple[int, int, int]:
+    """§7's depth ablation: the maps conv3, conv4 and conv5 read. A
+    removed layer passes its input on, so the next layer reads the
+    maps from before it."""
+    c3_in = widths[1]
+    c4_in = c3_in if "conv3" in removed else widths[2]
+    c5_in = c4_in if "conv4" in removed else widths[3]
+    return c3_in, c4_in, c5_in
+
+
+def remove_middle(model: nn.Module, removed: tuple) -> None:
+    """§7: each removed conv layer, and the ReLU after it, becomes an
+    identity (names from REMOVABLE; ``forward`` is unchanged)."""
+    for conv in removed:
+        setattr(model, conv, nn.Identity())
+        setattr(model, conv.replace("conv", "relu"), nn.Identity())
 
 
 def init_paper_(model: nn.Module, bias: float = 1.0) -> None:
@@ -190,45 +250,31 @@ class AlexNet(nn.Module):
         self.num_classes = num_classes
         w1, w2, w3, w4, w5 = widths
         act = ACTIVATIONS[activation]
-        z, s = POOLINGS[pooling]
-
-        def norm():
-            return LocalResponseNorm(**lrn_opts) if lrn else nn.Identity()
-
-        def drop():
-            # DEVIATION: inverted dropout (outputs x2 while training)
-            # instead of the paper's x0.5 at test time; same expectation.
-            return nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-
         pad = conv1_padding(input_size, conv1_kernel, conv1_stride)
-        # cuda-convnet's implicit right/bottom zeros (module docstring)
-        self.pad1 = nn.ZeroPad2d((0, pad, 0, pad)) if pad else nn.Identity()
+        self.pad1 = conv1_pad(pad)
         self.conv1 = nn.Conv2d(3, w1, conv1_kernel, conv1_stride)
-        self.relu1, self.lrn1, self.pool1 = act(), norm(), nn.MaxPool2d(z, s)
-        # Paddings of conv2..conv5 are not in the paper: Fig. 2's 27 and
-        # 13 map sizes imply them.
-        self.conv2 = nn.Conv2d(w1, w2, 5, padding=2, groups=groups)
-        self.relu2, self.lrn2, self.pool2 = act(), norm(), nn.MaxPool2d(z, s)
-        # §7's depth ablation: a removed layer (and its ReLU) becomes
-        # an identity and the next conv layer reads the maps before it.
-        c3_in = w2
-        c4_in = c3_in if "conv3" in removed else w3
-        c5_in = c4_in if "conv4" in removed else w4
-        self.conv3 = nn.Conv2d(c3_in, w3, 3, padding=1)  # both GPUs
+        self.relu1 = act()
+        self.lrn1 = response_norm(lrn, lrn_opts)
+        self.pool1 = max_pool(pooling)
+        self.conv2 = two_gpu_conv(w1, w2, 5, groups)
+        self.relu2 = act()
+        self.lrn2 = response_norm(lrn, lrn_opts)
+        self.pool2 = max_pool(pooling)
+        c3_in, c4_in, c5_in = middle_inputs(widths, removed)
+        self.conv3 = two_gpu_conv(c3_in, w3, 3, 1)  # reads both GPUs
         self.relu3 = act()
-        self.conv4 = nn.Conv2d(c4_in, w4, 3, padding=1, groups=groups)
+        self.conv4 = two_gpu_conv(c4_in, w4, 3, groups)
         self.relu4 = act()
-        for name in removed:
-            setattr(self, name, nn.Identity())
-            setattr(self, "relu" + name[-1], nn.Identity())
-        self.conv5 = nn.Conv2d(c5_in, w5, 3, padding=1, groups=groups)
-        self.relu5, self.pool5 = act(), nn.MaxPool2d(z, s)
+        remove_middle(self, removed)
+        self.conv5 = two_gpu_conv(c5_in, w5, 3, groups)
+        self.relu5, self.pool5 = act(), max_pool(pooling)
+        z, s = POOLINGS[pooling]
         side = pool5_side(input_size + pad, conv1_kernel, conv1_stride,
                           z, s)
         self.fc6 = nn.Linear(w5 * side * side, fc_width)
-        self.relu6, self.drop6 = act(), drop()
+        self.relu6, self.drop6 = act(), dropout_layer(dropout)
         self.fc7 = nn.Linear(fc_width, fc_width)
-        self.relu7, self.drop7 = act(), drop()
+        self.relu7, self.drop7 = act(), dropout_layer(dropout)
         self.fc8 = nn.Linear(fc_width, num_classes)
         init_weights_(self, init, bias)
 

@@ -20,8 +20,9 @@ from torch import nn
 
 from alexnet_lib.layers import LocalResponseNorm
 from alexnet_lib.models.alexnet import (
-    ACTIVATIONS, POOLINGS, AlexNet, check_input, check_options,
-    conv1_padding, init_weights_, pool5_side)
+    ACTIVATIONS, POOLINGS, AlexNet, check_input, check_options, conv1_pad,
+    conv1_padding, dropout_layer, init_weights_, max_pool, pool5_side,
+    response_norm)
 
 __all__ = ["TwoTowerAlexNet", "default_devices"]
 
@@ -46,34 +47,29 @@ class Tower(nn.Module):
         fc = o["fc_width"] // 2
         act = ACTIVATIONS[o["activation"]]
         z, s = POOLINGS[o["pooling"]]
-
-        def norm():  # one tower's maps: groups=1 inside the tower
-            opts = {**lrn_opts, "groups": 1}
-            return LocalResponseNorm(**opts) if o["lrn"] else nn.Identity()
-
-        def drop():
-            # inverted dropout: see the DEVIATION note in AlexNet
-            p = o["dropout"]
-            return nn.Dropout(p) if p > 0 else nn.Identity()
-
+        norm = {**lrn_opts, "groups": 1}  # one tower's maps, on their own
         k1, s1 = o["conv1_kernel"], o["conv1_stride"]
         pad = conv1_padding(o["input_size"], k1, s1)
-        self.pad1 = nn.ZeroPad2d((0, pad, 0, pad)) if pad else nn.Identity()
+        self.pad1 = conv1_pad(pad)
         self.conv1 = nn.Conv2d(3, w1, k1, s1)
-        self.relu1, self.lrn1, self.pool1 = act(), norm(), nn.MaxPool2d(z, s)
+        self.relu1 = act()
+        self.lrn1 = response_norm(o["lrn"], norm)
+        self.pool1 = max_pool(o["pooling"])
         self.conv2 = nn.Conv2d(w1, w2, 5, padding=2)
-        self.relu2, self.lrn2, self.pool2 = act(), norm(), nn.MaxPool2d(z, s)
+        self.relu2 = act()
+        self.lrn2 = response_norm(o["lrn"], norm)
+        self.pool2 = max_pool(o["pooling"])
         self.conv3 = nn.Conv2d(2 * w2, w3, 3, padding=1)  # both towers
         self.relu3 = act()
         self.conv4 = nn.Conv2d(w3, w4, 3, padding=1)
         self.relu4 = act()
         self.conv5 = nn.Conv2d(w4, w5, 3, padding=1)
-        self.relu5, self.pool5 = act(), nn.MaxPool2d(z, s)
+        self.relu5, self.pool5 = act(), max_pool(o["pooling"])
         side = pool5_side(o["input_size"] + pad, k1, s1, z, s)
         self.fc6 = nn.Linear(2 * w5 * side * side, fc)  # both towers
-        self.relu6, self.drop6 = act(), drop()
+        self.relu6, self.drop6 = act(), dropout_layer(o["dropout"])
         self.fc7 = nn.Linear(2 * fc, fc)  # both towers
-        self.relu7, self.drop7 = act(), drop()
+        self.relu7, self.drop7 = act(), dropout_layer(o["dropout"])
 
     @property
     def device(self) -> torch.device:
