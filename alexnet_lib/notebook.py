@@ -32,7 +32,8 @@ from alexnet_lib.config import current_profile
 from alexnet_lib.sysinfo import hardware_summary
 
 __all__ = ["start", "Chapter", "ChapterStopped", "show_table",
-           "show_markdown", "format_mean_std", "format_value",
+           "show_markdown", "format_mean_std", "format_points",
+           "format_value",
            "check_answer"]
 
 class ChapterStopped(RuntimeError):
@@ -163,6 +164,12 @@ def format_mean_std(values: Sequence[float], scale: float = 100, *,
     mean, std = mean_std([scale * v for v in values])
     text = f"{mean:+.2f}" if sign else f"{mean:.2f}"
     return text + unit + ("" if math.isnan(std) else f" ± {std:.2f}")
+
+
+def format_points(points: Sequence[float]) -> str:
+    """'+1.23 ± 0.45' of differences already in points (e.g. paired
+    differences of error rates times 100): signed, unscaled."""
+    return format_mean_std(points, scale=1, sign=True)
 
 
 def format_value(value: float | None, digits: int = 1,

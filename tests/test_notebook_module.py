@@ -13,7 +13,7 @@ from nbclient.exceptions import CellExecutionError
 
 import alexnet_lib
 from alexnet_lib.experiments import ProxyPlan, proxy_run
-from alexnet_lib.notebook import (ChapterStopped, duration,
+from alexnet_lib.notebook import (ChapterStopped, duration, format_points,
                                   check_answer, format_mean_std,
                                   format_value,
                                   show_table)
@@ -149,6 +149,8 @@ def test_format_mean_std_and_duration():
     assert format_mean_std([-0.01, -0.03], sign=True) == "-2.00 ± 1.41"
     assert format_mean_std([0.5], unit="%") == "50.00%"
     assert format_mean_std([3.0, 5.0], 1) == "4.00 ± 1.41"
+    assert format_points([-1.26, -0.70, -0.55]) == "-0.84 ± 0.37"
+    assert format_points([0.5]) == "+0.50"
     assert [duration(s) for s in (18.84, 99.9, 620.4)] == [
         "18.8 s", "99.9 s", "10.3 min"]
     assert format_value(40.7) == "40.7" and format_value(None) == "–"
