@@ -6,7 +6,9 @@ from PIL import Image
 from alexnet_lib.data import (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC,
                               PCALighting, RandomCropFlip, ResizeCenterCrop,
                               SeededCompose, SubtractMean, TenCrop,
-                              compute_mean_image, compute_rgb_pca)
+                              compute_mean_image, compute_rgb_pca,
+                              preset_ten_crop, preset_train, preset_val)
+from alexnet_lib.config import DataConfig
 from alexnet_lib.data.files import decode_file
 
 
@@ -193,3 +195,25 @@ def test_seeded_compose_is_reproducible():
     b = t(img, generator=torch.Generator().manual_seed(3))
     c = t(img, generator=torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_presets_are_the_papers_pipelines():
+    """train: mean, colour shift, crop and mirror; val: the centre patch;
+    ten-crop: corners, centre and mirrors; all after the §2 resize."""
+    d = DataConfig(resize=256, image_size=224, pca_lighting=0.1)
+    img = torch.randint(0, 256, (3, 300, 256), dtype=torch.uint8,
+                        generator=torch.Generator().manual_seed(0))
+    mean = torch.full((3, 256, 256), 100.0)
+    pca = (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC)
+    resized = ResizeCenterCrop(256)(img).float() - mean
+    val = preset_val(d, mean)(img)
+    assert val.shape == (3, 224, 224)
+    assert torch.equal(val, resized[:, 16:240, 16:240])
+    tens = preset_ten_crop(d, mean)(img)
+    assert tens.shape == (10, 3, 224, 224)
+    assert torch.equal(tens[4], val)  # the centre patch
+    train = preset_train(d, mean, pca)
+    by_hand = SeededCompose([PCALighting(0.1, *pca), RandomCropFlip(224)])
+    a = train(img, generator=torch.Generator().manual_seed(5))
+    b = by_hand(resized, generator=torch.Generator().manual_seed(5))
+    assert a.shape == (3, 224, 224) and torch.equal(a, b)

@@ -22,7 +22,8 @@ from .shards import prepare_shards
 from .transforms import (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC,
                          PCALighting, RandomCropFlip, ResizeCenterCrop,
                          SeededCompose, SubtractMean, TenCrop,
-                         compute_mean_image, compute_rgb_pca)
+                         compute_mean_image, compute_rgb_pca,
+                         preset_ten_crop, preset_train, preset_val)
 
 __all__ = [
     "build_loaders", "build_ten_crop_loader", "CifarTenCrop",
@@ -36,5 +37,6 @@ __all__ = [
     "ShardFolder", "prepare_shards",
     "IMAGENET_PCA_EIGVAL", "IMAGENET_PCA_EIGVEC", "PCALighting",
     "RandomCropFlip", "ResizeCenterCrop", "SeededCompose", "SubtractMean",
-    "TenCrop", "compute_mean_image", "compute_rgb_pca",
+    "TenCrop", "compute_mean_image", "compute_rgb_pca", "preset_train",
+    "preset_val", "preset_ten_crop",
 ]

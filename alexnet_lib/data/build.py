@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from torchvision.transforms import v2
 
 from ..config import ConfigError, DataConfig
 from .cifar import CifarTensors, load_cifar10
@@ -28,9 +27,8 @@ from .jpeg_batch import batched_loaders
 from .sampler import ResumableBatchSampler, ResumableLoader
 from .sources import open_train, open_val
 from .transforms import (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC,
-                         PCALighting, RandomCropFlip, ResizeCenterCrop,
-                         SeededCompose, SubtractMean, TenCrop,
-                         compute_mean_image, compute_rgb_pca, to_float)
+                         TenCrop, compute_mean_image, compute_rgb_pca,
+                         preset_ten_crop, preset_train, preset_val)
 
 
 def build_loaders(data: DataConfig, batch_size: int, seed: int = 0,
@@ -120,13 +118,8 @@ def _imagenet_loaders(d: DataConfig, batch: int, seed: int, profile: str,
         train_loader, val_loader = batched_loaders(
             d, batch, train, val, mean, pca, sampler, device)
     else:
-        train.transform = SeededCompose([
-            ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
-            PCALighting(d.pca_lighting, *pca),
-            RandomCropFlip(d.image_size, d.random_crop, d.flip)])
-        val = open_val(d, train, SeededCompose([
-            ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
-            v2.CenterCrop(d.image_size)]))
+        train.transform = preset_train(d, mean, pca)
+        val = open_val(d, train, preset_val(d, mean))
         workers = d.num_workers
         pin = torch.cuda.is_available()
         train_loader = ResumableLoader(DataLoader(
@@ -177,9 +170,7 @@ def build_ten_crop_loader(d: DataConfig, batch: int, profile: str = "gpu"):
                 "cuda-convnet's CIFAR nets)")
         return CifarTenCrop(test, crop, mean, batch)
     train, mean = _imagenet_data(d, profile)
-    val = open_val(d, train, SeededCompose([
-        ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
-        TenCrop(d.image_size)]))
+    val = open_val(d, train, preset_ten_crop(d, mean))
     return DataLoader(val, batch_size=batch, shuffle=False,
                       num_workers=d.num_workers,
                       pin_memory=torch.cuda.is_available())

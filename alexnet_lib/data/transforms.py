@@ -171,6 +171,36 @@ def to_float() -> v2.ToDtype:
     return v2.ToDtype(torch.float32, scale=False)
 
 
+# The three pipelines of an ImageNet-style run, named as torchvision's
+# classification references name theirs (train, val, ten-crop test).
+# ``d`` is the run's DataConfig; pixel-wise steps (the mean, the colour
+# shift) commute with crop and mirror, so they come first.
+
+def preset_train(d, mean: torch.Tensor, pca) -> SeededCompose:
+    """§2 and §4.1 in training: resize, subtract the mean image, PCA
+    colour shift of strength ``d.pca_lighting`` (``pca``: eigenvalues,
+    eigenvectors), random crop of ``d.image_size`` and mirror."""
+    return SeededCompose([
+        ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
+        PCALighting(d.pca_lighting, *pca),
+        RandomCropFlip(d.image_size, d.random_crop, d.flip)])
+
+
+def preset_val(d, mean: torch.Tensor) -> SeededCompose:
+    """Validation: resize, subtract the mean, the centre patch."""
+    return SeededCompose([
+        ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
+        v2.CenterCrop(d.image_size)])
+
+
+def preset_ten_crop(d, mean: torch.Tensor) -> SeededCompose:
+    """§4.1's test: the four corner and the centre patches and their
+    mirrors, (10, 3, S, S) per image."""
+    return SeededCompose([
+        ResizeCenterCrop(d.resize), to_float(), SubtractMean(mean),
+        TenCrop(d.image_size)])
+
+
 def _pixel_batches(images_or_loader, chunk: int = 1024):
     """Yield (B, 3, H, W) batches from a tensor or an iterable."""
     if isinstance(images_or_loader, torch.Tensor):
