@@ -28,35 +28,99 @@ import signal
 import sys
 from typing import Any, Sequence
 
-from alexnet_lib.config import (DATA_FORMATS, PROFILE_ENV, PROFILES,
-                                ConfigError, TrainConfig, apply_profile)
+from alexnet_lib.config import (CHOICES, PROFILE_ENV, PROFILES,
+                                ConfigError, TrainConfig, apply_profile,
+                                setting_type)
 
-# flag dest -> TrainConfig field (``replace`` syntax); applied if given.
-OVERRIDES = {
-    "dataset": "data__dataset", "data": "data__root",
-    "train_subset": "data__train_subset", "val_subset": "data__val_subset",
-    "workers": "data__num_workers", "download": "data__download",
-    "image_size": "data__image_size", "resize": "data__resize",
-    "epochs": "epochs", "max_steps": "max_steps", "seed": "seed",
-    "device": "device", "out": "out_dir", "ten_crop": "ten_crop",
-    "checkpoint_every": "checkpoint_every",
-    "snapshot_epochs": "snapshot_epochs", "batch_size": "optim__batch_size",
-    "lr": "optim__lr", "momentum": "optim__momentum",
-    "weight_decay": "optim__weight_decay",
-    "update_rule": "optim__update_rule", "patience": "optim__plateau_patience",
-    "decode": "data__decode", "data_format": "data__format",
-    "on_corrupt": "data__on_corrupt",
-    "val_data": "data__val_root", "bf16": "speed__bf16",
-    "channels_last": "speed__channels_last", "compile": "speed__compile",
-    "cudnn_benchmark": "speed__cudnn_benchmark", "tf32": "speed__tf32",
+# The settings that have a flag of their own: flag -> (setting name,
+# help, metavar). Each flag's type, its choices and, for a true/false
+# setting, its --no- form come from the setting in config.py; every
+# other setting is reached with --set NAME=VALUE.
+_SPEED = ("; not in the paper (default: on for CUDA with --profile "
+          "imagenet, else off)")
+FLAGS: dict[str, tuple[str, str, str | None]] = {
+    "--dataset": ("data.dataset", "data set: imagenet means any "
+                  "ILSVRC-layout folder such as Imagenette (paper: "
+                  "ILSVRC-2010/2012, §2; default imagenet)", None),
+    "--data": ("data.root", "folder holding the data set, or the shards "
+               "prepare-shards wrote (default: $ALEXNET_DATA, else "
+               "~/.cache/alexnet_lib/data)", "PATH"),
+    "--data-format": ("data.format", "ImageNet input; auto (default): "
+                      "shards if --data holds shards.json, else folder",
+                      None),
+    "--val-data": ("data.val_root", "folder holding val/, or val shards "
+                   "(default: --data, or the folder shards were made "
+                   "from)", "PATH"),
+    "--epochs": ("epochs", "passes over the training set (paper: about "
+                 "90, §5)", "N"),
+    "--max-steps": ("max_steps", "stop after this many updates in total; "
+                    "a later run with a larger value resumes exactly",
+                    "N"),
+    "--batch-size": ("optim.batch_size", "global batch size, split over "
+                     "processes under torchrun (paper: 128, §5)", "N"),
+    "--lr": ("optim.lr", "initial learning rate ε (paper: 0.01, §5)",
+             "LR"),
+    "--momentum": ("optim.momentum", "momentum (paper: 0.9, §5)", "M"),
+    "--weight-decay": ("optim.weight_decay", "weight decay (paper: "
+                       "0.0005, §5)", "WD"),
+    "--update-rule": ("optim.update_rule", "paper: §5's update with ε "
+                      "inside the velocity; torch: torch.optim.SGD, which "
+                      "differs after a learning-rate drop (default: "
+                      "paper)", None),
+    "--patience": ("optim.plateau_patience", "epochs without a better "
+                   "validation error before the rate is divided by 10, "
+                   "at most 3 times (§5 does this by hand; default 2)",
+                   "EPOCHS"),
+    "--seed": ("seed", "random seed: the same seed gives the same "
+               "weights on a CPU (default 0)", "N"),
+    "--out": ("out_dir", "run folder for checkpoint.pt, config.json, "
+              "env.json and metrics.jsonl (default runs/alexnet)", "DIR"),
+    "--checkpoint-every": ("checkpoint_every", "also save a checkpoint "
+                           "every N updates (default 0: only at each "
+                           "epoch's end)", "N"),
+    "--workers": ("data.num_workers", "data-loading worker processes "
+                  "(the gpu profile uses 8)", "N"),
+    "--image-size": ("data.image_size", "side of the square patch the "
+                     "network sees (paper: 224, §3.5; 24 for the CIFAR "
+                     "nets of §3.3)", "S"),
+    "--resize": ("data.resize", "ImageNet input: side the images are "
+                 "resized and centre-cropped to before the patches are "
+                 "taken (paper: 256, §2)", "S"),
+    "--train-subset": ("data.train_subset", "use only N training images, "
+                       "the first of each class (ci profile: 256)", "N"),
+    "--val-subset": ("data.val_subset", "use only N validation images, "
+                     "the first of each class (ci profile: 128)", "N"),
+    "--download": ("data.download", "download CIFAR-10 or Imagenette "
+                   "with torchvision if it is missing", None),
+    "--device": ("device", "auto (CUDA if present, else CPU), cpu, cuda "
+                 "or cuda:N", "DEVICE"),
+    "--ten-crop": ("ten_crop", "after training, also score the averaged "
+                   "softmax of ten patches (four corners, centre and "
+                   "their reflections; §4.1)", None),
+    "--snapshot-epochs": ("snapshot_epochs", "keep the convolutional "
+                          "weights after these epochs and the last one "
+                          "in <out>/snapshots/ (for studying how features "
+                          "form)", "E,E,..."),
+    "--decode": ("data.decode", "ImageNet input: pil decodes and augments "
+                 "each image in a worker; batched: workers only read "
+                 "files, the device (GPU if used) decodes and augments "
+                 "whole batches, giving the same images (default pil)",
+                 None),
+    "--on-corrupt": ("data.on_corrupt", "an image that cannot be read: "
+                     "skip it (named, counted in metrics.jsonl) or stop "
+                     "the run (default skip)", None),
+    "--bf16": ("speed.bf16", "bfloat16 autocast of convolutions and "
+               "matmuls" + _SPEED, None),
+    "--channels-last": ("speed.channels_last", "NHWC memory layout "
+                        "(tensor-core friendly)" + _SPEED, None),
+    "--compile": ("speed.compile", "torch.compile the model (minutes of "
+                  "compiling first)" + _SPEED, None),
+    "--cudnn-benchmark": ("speed.cudnn_benchmark", "let cuDNN time its "
+                          "algorithms per shape" + _SPEED, None),
+    "--tf32": ("speed.tf32", "TF32 tensor cores for float32 matmuls and "
+               "convolutions" + _SPEED, None),
 }
-SPEED_HELP = {  # see alexnet_lib/speed.py
-    "bf16": "bfloat16 autocast of convolutions and matmuls",
-    "channels-last": "NHWC memory layout (tensor-core friendly)",
-    "compile": "torch.compile the model (minutes of compiling first)",
-    "cudnn-benchmark": "let cuDNN time its algorithms per shape",
-    "tf32": "TF32 tensor cores for float32 matmuls and convolutions",
-}
+FLAG_OF = {name: flag for flag, (name, _, _) in FLAGS.items()}
 
 
 def _epoch_list(text: str) -> tuple[int, ...]:
@@ -116,43 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--model-option", action="append", type=_option, default=[],
       metavar="KEY=VALUE", help="a model constructor option, repeatable; "
       "VALUE is read as JSON when possible (e.g. lrn=false, dropout=0)")
-    a("--dataset", choices=["cifar10", "imagenet"],
-      help="data set: imagenet means any ILSVRC-layout folder such as "
-           "Imagenette (paper: ILSVRC-2010/2012, §2; default imagenet)")
-    a("--data", metavar="PATH", help="folder holding the data set, or "
-      "the shards prepare-shards wrote (default: $ALEXNET_DATA, else "
-      "~/.cache/alexnet_lib/data)")
-    a("--data-format", choices=DATA_FORMATS, help="ImageNet input; "
-      "auto (default): shards if --data holds shards.json, else folder")
-    a("--val-data", metavar="PATH", help="folder holding val/, or val "
-      "shards (default: --data, or the folder shards were made from)")
     a("--profile", default=os.environ.get(PROFILE_ENV, "gpu"),
       metavar="NAME",
       help=f"run profile, one of {', '.join(PROFILES)}: sets epochs and "
            f"subset sizes, never the method (default: ${PROFILE_ENV}, "
            f"else gpu)")
-    a("--epochs", type=int, metavar="N", help="passes over the "
-      "training set (paper: about 90, §5)")
-    a("--max-steps", type=int, metavar="N", help="stop after this many "
-      "updates in total; a later run with a larger value resumes exactly")
-    a("--batch-size", type=int, metavar="N", help="global batch size, "
-      "split over processes under torchrun (paper: 128, §5)")
-    a("--lr", type=float, metavar="LR", help="initial learning rate ε "
-      "(paper: 0.01, §5)")
-    a("--momentum", type=float, metavar="M", help="momentum "
-      "(paper: 0.9, §5)")
-    a("--weight-decay", type=float, metavar="WD", help="weight decay "
-      "(paper: 0.0005, §5)")
-    a("--update-rule", choices=["paper", "torch"], help="paper: §5's "
-      "update with ε inside the velocity; torch: torch.optim.SGD, which "
-      "differs after a learning-rate drop (default: paper)")
-    a("--patience", type=int, metavar="EPOCHS", help="epochs without a "
-      "better validation error before the rate is divided by 10, at "
-      "most 3 times (§5 does this by hand; default 2)")
-    a("--seed", type=int, metavar="N", help="random seed: the same "
-      "seed gives the same weights on a CPU (default 0)")
-    a("--out", metavar="DIR", help="run folder for checkpoint.pt, "
-      "config.json, env.json and metrics.jsonl (default runs/alexnet)")
     a("--no-resume", action="store_true", help="start afresh even if "
       "the run folder holds a checkpoint (its files are moved to "
       "DIR/old-runs/, never deleted)")
@@ -162,42 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
       "other change)")
     a("--resume", metavar="CHECKPOINT", help="resume from this "
       "checkpoint file instead of DIR/checkpoint.pt")
-    a("--checkpoint-every", type=int, metavar="N", help="also save a "
-      "checkpoint every N updates (default 0: only at each epoch's end)")
-    a("--workers", type=int, metavar="N", help="data-loading worker "
-      "processes (the gpu profile uses 8)")
-    a("--image-size", type=int, metavar="S", help="side of the square "
-      "patch the network sees (paper: 224, §3.5; 24 for the CIFAR nets "
-      "of §3.3)")
-    a("--resize", type=int, metavar="S", help="ImageNet input: side "
-      "the images are resized and centre-cropped to before the patches "
-      "are taken (paper: 256, §2)")
-    a("--train-subset", type=int, metavar="N", help="use only N "
-      "training images, the first of each class (ci profile: 256)")
-    a("--val-subset", type=int, metavar="N", help="use only N "
-      "validation images, the first of each class (ci profile: 128)")
-    a("--download", action="store_true", default=None, help="download "
-      "CIFAR-10 with torchvision if it is missing")
-    a("--device", metavar="DEVICE", help="auto (CUDA if present, "
-      "else CPU), cpu, cuda or cuda:N")
-    a("--ten-crop", action="store_true", default=None, help="after "
-      "training, also score the averaged softmax of ten patches "
-      "(four corners, centre and their reflections; §4.1)")
-    a("--snapshot-epochs", type=_epoch_list, metavar="E,E,...",
-      help="keep the convolutional weights after these epochs and the "
-      "last one in <out>/snapshots/ (for studying how features form)")
     a("--no-progress", action="store_true", help="hide progress bars")
-    a("--decode", choices=["pil", "batched"], help="ImageNet input: pil "
-      "decodes and augments each image in a worker; batched: workers "
-      "only read files, the device (GPU if used) decodes and augments "
-      "whole batches, giving the same images (default pil)")
-    a("--on-corrupt", choices=["skip", "stop"], help="an image that "
-      "cannot be read: skip it (named, counted in metrics.jsonl) or "
-      "stop the run (default skip)")
-    for name, text in SPEED_HELP.items():
-        a(f"--{name}", action=argparse.BooleanOptionalAction,
-          help=f"{text}; not in the paper (default: on for CUDA with "
-               f"--profile imagenet, else off)")
+    _setting_flags(a)
     _shards_parser(sub)
     _fetch_parser(sub)
     sub.add_parser("models", help="list the models and their parameter "
@@ -206,6 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("settings", help="list every setting --set and "
                    "--config take, with its default")
     return p
+
+
+def _setting_flags(add) -> None:
+    """One flag per FLAGS entry, typed by its setting in config.py."""
+    for flag, (name, text, metavar) in FLAGS.items():
+        kind = setting_type(name)
+        if kind is bool:  # --x / --no-x; not given: the profile decides
+            add(flag, dest=name, action=argparse.BooleanOptionalAction,
+                default=None, help=text)
+        elif name in CHOICES:
+            add(flag, dest=name, choices=CHOICES[name], help=text)
+        else:
+            add(flag, dest=name, metavar=metavar, help=text,
+                type=_epoch_list if kind is tuple else kind)
 
 
 def _shards_parser(sub) -> None:
@@ -289,8 +301,9 @@ def _prepare_shards(args: argparse.Namespace) -> int:
     return 0
 
 
-# flags that only ImageNet-format input reads
-IMAGENET_ONLY = ("resize", "decode", "data_format", "val_data")
+# settings that only ImageNet-format input reads
+IMAGENET_ONLY = ("data.resize", "data.decode", "data.format",
+                 "data.val_root")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -301,20 +314,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = apply_profile(TrainConfig(), args.profile)
     if args.config:
         cfg = apply_settings(cfg, read_config_file(args.config))
-    changes = {field: getattr(args, dest) for dest, field in
-               OVERRIDES.items() if getattr(args, dest) is not None}
+    flagged = {name: getattr(args, name) for name in FLAG_OF
+               if getattr(args, name) is not None}
     if args.model is not None:
-        changes["model"] = args.model
+        flagged["model"] = args.model
     if args.model_option:
-        changes["model_options"] = {**cfg.model_options,
+        flagged["model_options"] = {**cfg.model_options,
                                     **dict(args.model_option)}
     if args.no_resume:
-        changes["resume"] = False
+        flagged["resume"] = False
     if args.no_progress:
-        changes["progress"] = False
-    cfg = apply_settings(cfg.replace(**changes), dict(args.settings))
-    ignored = [f"--{dest.replace('_', '-')}" for dest in IMAGENET_ONLY
-               if getattr(args, dest) is not None]
+        flagged["progress"] = False
+    cfg = apply_settings(apply_settings(cfg, flagged), dict(args.settings))
+    ignored = [FLAG_OF[name] for name in IMAGENET_ONLY if name in flagged]
     if cfg.data.dataset == "cifar10" and ignored:
         raise ConfigError(f"{', '.join(ignored)} only apply to --dataset "
                           f"imagenet, not cifar10: leave them out")

@@ -197,6 +197,18 @@ def apply_profile(cfg: TrainConfig, name: str) -> TrainConfig:
 
 SECTIONS = ("data", "optim", "speed")  # nested parts of TrainConfig
 
+# The values a text setting may take: validate() checks them and the
+# command line offers them as its flags' choices.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.dataset": ("cifar10", "imagenet"),
+    "data.format": DATA_FORMATS,
+    "data.decode": ("pil", "batched"),
+    "data.on_corrupt": ("skip", "stop"),
+    "data.mean": ("pixel", "channel", "none"),
+    "optim.update_rule": ("paper", "torch"),
+}
+_KINDS = {"bool": bool, "int": int, "float": float, "str": str}
+
 
 def setting_names() -> list[str]:
     """Every setting a run has, as "epochs", "optim.lr", "data.flip", ..."""
@@ -212,6 +224,18 @@ def setting_names() -> list[str]:
     return names
 
 
+def setting_type(name: str) -> type:
+    """What setting ``name`` holds, from its annotation: bool, int,
+    float, str, tuple or dict (``None`` allowed or not)."""
+    section, _, field_name = name.rpartition(".")
+    owner = {"": TrainConfig, "data": DataConfig, "optim": OptimConfig,
+             "speed": SpeedConfig}[section]
+    annotation = next(f.type for f in dataclasses.fields(owner)
+                      if f.name == field_name)
+    base = str(annotation).replace(" | None", "").split("[")[0]
+    return _KINDS.get(base) or {"tuple": tuple, "dict": dict}[base]
+
+
 def _default_of(name: str) -> Any:
     cfg: Any = TrainConfig()
     for part in name.split("."):
@@ -220,34 +244,35 @@ def _default_of(name: str) -> Any:
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """``value`` as the type of setting ``name``'s default, or a
-    ConfigError that says what the setting takes."""
-    default = _default_of(name)
-    if value is None and (default is None or name.startswith("speed.")):
+    """``value`` as the type of setting ``name`` (``setting_type``), or
+    a ConfigError that says what the setting takes."""
+    kind = setting_type(name)
+    if value is None and (_default_of(name) is None
+                          or name.startswith("speed.")):
         return None  # "not set" (speed: decided by the hardware)
 
-    def wrong(kind: str):
-        return ConfigError(f"setting {name} takes {kind}, got {value!r}")
-    if isinstance(default, bool):
+    def wrong(takes: str):
+        return ConfigError(f"setting {name} takes {takes}, got {value!r}")
+    if kind is bool:
         if not isinstance(value, bool):
             raise wrong("true or false")
-    elif isinstance(default, int) and not isinstance(default, bool):
+    elif kind is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or int(value) != value:
             raise wrong("a whole number")
         value = int(value)
-    elif isinstance(default, float):
+    elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise wrong("a number")
         value = float(value)
-    elif isinstance(default, str):
+    elif kind is str:
         if not isinstance(value, str):
             raise wrong("a text")
-    elif isinstance(default, tuple):
+    elif kind is tuple:
         if not isinstance(value, (list, tuple)):
             raise wrong("a list like [1, 2, 5]")
         value = tuple(value)
-    elif isinstance(default, dict):
+    elif kind is dict:
         if not isinstance(value, dict):
             raise wrong('an object like {"dropout": 0}')
     return value
@@ -341,7 +366,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          f"got {o.weight_decay}"),
         (o.batch_size >= 1,
          f"optim.batch_size must be >= 1 (paper: 128), got {o.batch_size}"),
-        (o.update_rule in ("paper", "torch"),
+        (o.update_rule in CHOICES["optim.update_rule"],
          f"optim.update_rule must be 'paper' or 'torch', "
          f"got {o.update_rule!r}"),
         (0 < o.lr_drop < 1,
@@ -356,19 +381,19 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          f"{list(cfg.snapshot_epochs)}"),
         (o.plateau_patience >= 1, f"optim.plateau_patience must be "
          f">= 1 epoch, got {o.plateau_patience}"),
-        (d.dataset in ("cifar10", "imagenet"),
+        (d.dataset in CHOICES["data.dataset"],
          f"data.dataset must be 'cifar10' or 'imagenet', got {d.dataset!r}"),
-        (d.on_corrupt in ("skip", "stop"),
+        (d.on_corrupt in CHOICES["data.on_corrupt"],
          f"data.on_corrupt must be 'skip' or 'stop', got {d.on_corrupt!r}"),
-        (d.format in DATA_FORMATS,
+        (d.format in CHOICES["data.format"],
          f"data.format must be one of {', '.join(DATA_FORMATS)}, "
          f"got {d.format!r}"),
         (d.format != "shards" or d.dataset == "imagenet",
          f"data.format 'shards' is for ImageNet-format data, not "
          f"{d.dataset!r}"),
-        (d.decode in ("pil", "batched"),
+        (d.decode in CHOICES["data.decode"],
          f"data.decode must be 'pil' or 'batched', got {d.decode!r}"),
-        (d.mean in ("pixel", "channel", "none"),
+        (d.mean in CHOICES["data.mean"],
          f"data.mean must be 'pixel', 'channel' or 'none', got {d.mean!r}"),
         (d.dataset != "imagenet" or d.resize >= d.image_size,
          f"data.resize ({d.resize}) must be >= data.image_size "

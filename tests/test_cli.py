@@ -240,3 +240,43 @@ def test_settings_lists_every_setting_with_its_default(capsys):
     assert "optim.lr                0.01" in lines
     assert "optim.weight_decay      0.0005" in lines
     assert len(lines) == 42
+
+
+def test_every_flag_is_derived_from_its_setting(tmp_path):
+    """Each named flag sets the setting FLAGS names, typed by config.py;
+    true/false settings have a --no- form."""
+    from alexnet_lib.config import CHOICES, setting_names, setting_type
+    samples = {int: ("7", 7), float: ("0.25", 0.25),
+               str: (str(tmp_path), str(tmp_path))}  # an existing folder
+    assert set(cli.FLAG_OF) <= set(setting_names())
+    for flag, (name, _, _) in cli.FLAGS.items():
+        kind = setting_type(name)
+        if kind is bool:
+            argv, want = [flag], True
+            off = cli.config_from_args(cli.build_parser().parse_args(
+                ["train", "--profile", "ci", f"--no-{flag[2:]}"]))
+            assert _setting(off, name) is False, flag
+        elif name in CHOICES:
+            argv, want = [flag, CHOICES[name][-1]], CHOICES[name][-1]
+        elif kind is tuple:
+            argv, want = [flag, "2,1"], (1, 2)
+        else:
+            text, want = samples[kind]
+            argv = [flag, text]
+        cfg = cli.config_from_args(cli.build_parser().parse_args(
+            ["train", "--profile", "ci", "--dataset", "imagenet", *argv]))
+        assert _setting(cfg, name) == want, flag
+
+
+def _setting(cfg, name):
+    for part in name.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def test_a_flag_of_the_wrong_type_is_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args(["train", "--train-subset", "many"])
+    assert e.value.code == 2
+    assert "--train-subset: invalid int value: 'many'" in \
+        capsys.readouterr().err
