@@ -201,8 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the models and their parameter "
                    "counts")
     sub.add_parser("profiles", help="list the run profiles")
-    sub.add_parser("settings", help="list every setting --set and "
-                   "--config take, with its default")
+    st = sub.add_parser("settings", help="list every setting --set and "
+                        "--config take, with its default")
+    st.add_argument("--model", metavar="NAME", help="also list this "
+                    "model's options (model_options.KEY), with their "
+                    "types and defaults")
     return p
 
 
@@ -318,9 +321,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                if getattr(args, name) is not None}
     if args.model is not None:
         flagged["model"] = args.model
-    if args.model_option:
-        flagged["model_options"] = {**cfg.model_options,
-                                    **dict(args.model_option)}
+    for key, value in args.model_option:
+        flagged[f"model_options.{key}"] = value
     if args.no_resume:
         flagged["resume"] = False
     if args.no_progress:
@@ -390,10 +392,20 @@ def _models() -> int:
     return 0
 
 
-def _settings() -> int:
+def _settings(model: str | None) -> int:
     from alexnet_lib.config import _default_of, setting_names
+    from alexnet_lib.models import list_models, model_options
+    if model is not None and model not in list_models():
+        raise ConfigError(f"unknown model {model!r}; choose one of "
+                          f"{', '.join(list_models())}")
     for name in setting_names():
         print(f"{name:<24}{json.dumps(_default_of(name))}")
+    for key, (kind, default) in (model_options(model).items()
+                                 if model else ()):
+        name = f"model_options.{key}"
+        print(f"{name:<24}{json.dumps(default, default=str)} ({kind})"
+              if len(name) < 24 else
+              f"{name} {json.dumps(default, default=str)} ({kind})")
     return 0
 
 
@@ -426,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fetch":
             return _fetch(args)
         if args.command == "settings":
-            return _settings()
+            return _settings(args.model)
         return _models() if args.command == "models" else _profiles()
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume",

@@ -282,11 +282,20 @@ def apply_settings(cfg: TrainConfig, settings: dict[str, Any]
                    ) -> TrainConfig:
     """``cfg`` with ``{"optim.lr": 0.001, "epochs": 5, ...}`` applied:
     the one way every setting can be changed by name (the command
-    line's ``--set`` and ``--config``). An unknown name or a value of
-    the wrong type raises ConfigError naming what is allowed."""
+    line's flags, ``--set`` and ``--config``). ``model_options.KEY``
+    sets one option of the model (``model_options``: all of them). An
+    unknown name or a value of the wrong type raises ConfigError naming
+    what is allowed."""
     known = setting_names()
     changes = {}
+    options = dict(cfg.model_options)
     for name, value in settings.items():
+        if name.startswith("model_options.") and name.count(".") == 1:
+            # one model option; typed by the model (models.model_options)
+            # when the model is built
+            options[name.split(".", 1)[1]] = value
+            changes["model_options"] = options
+            continue
         if name not in known:
             near = [k for k in known if k.split(".")[-1] ==
                     name.split(".")[-1]]
@@ -294,6 +303,8 @@ def apply_settings(cfg: TrainConfig, settings: dict[str, Any]
                     "`python -m alexnet_lib settings` lists them all")
             raise ConfigError(f"unknown setting {name!r}: {hint}")
         changes[name.replace(".", "__")] = _coerce(name, value)
+        if name == "model_options":
+            options = dict(changes["model_options"])
     return cfg.replace(**changes)
 
 

@@ -184,6 +184,12 @@ def test_bad_model_option_and_divergence_exit_cleanly(cifar_dir, tmp_path,
     assert code == 2 and err.startswith(
         "error: cannot build model 'cifar_4layer': model 'cifar_4layer' "
         "got unknown option(s) ['bogus']")
+    code = cli.main([*args, "--out", str(tmp_path / "t"),
+                     "--set", "model_options.activation=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == (
+        "error: cannot build model 'cifar_4layer': model 'cifar_4layer': "
+        "option activation takes a text, got 1\n")
     code = cli.main([*args, "--out", str(tmp_path / "b"), "--lr", "1e6"])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: training diverged at step ")
@@ -230,6 +236,25 @@ def test_config_file_round_trips_and_flags_win_over_it(tmp_path):
                        "object of optim.\\* settings, got 3"):
         cli.config_from_args(cli.build_parser().parse_args(
             ["train", "--config", str(bad)]))
+
+
+def test_model_options_by_name_reach_the_model_config():
+    cfg = cli.config_from_args(cli.build_parser().parse_args(
+        ["train", "--profile", "ci", "--model-option", "lrn=false",
+         "--set", "model_options.dropout=0", "--set",
+         'model_options.removed=["conv3"]']))
+    assert cfg.model_options == {"lrn": False, "dropout": 0,
+                                 "removed": ["conv3"]}
+
+
+def test_settings_lists_a_models_typed_options(capsys):
+    assert cli.main(["settings", "--model", "alexnet_cifar"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "model_options.dropout   0.5 (float)" in lines
+    assert 'model_options.towers    "two" (str)' in lines
+    assert cli.main(["settings", "--model", "resnet"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "error: unknown model 'resnet'; choose one of alexnet, ")
 
 
 def test_settings_lists_every_setting_with_its_default(capsys):

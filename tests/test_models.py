@@ -1,4 +1,5 @@
 """Model facts: parameter counts, shapes, init, switches, registry."""
+import inspect
 import math
 import urllib.error
 
@@ -232,6 +233,25 @@ def test_create_model_errors_name_the_problem():
         create_model("alexnet_two_tower", widht=3)
     with pytest.raises(TypeError, match="'cifar_13pct' got unknown"):
         create_model("cifar_13pct", lrn=True)
+    with pytest.raises(TypeError, match="model 'alexnet_cifar': option "
+                       "dropout takes a number, got 'half'"):
+        create_model("alexnet_cifar", dropout="half")
+    with pytest.raises(TypeError, match="option lrn takes true or false, "
+                       "got 1"):
+        create_model("alexnet", lrn=1)
+
+
+def test_model_options_are_the_typed_constructor_options():
+    from alexnet_lib.models import model_options
+    typed = model_options("alexnet")
+    assert typed["dropout"] == ("float", 0.5)
+    assert typed["lrn"] == ("bool", True)
+    assert typed["bias"] == ("float|None", None)
+    assert typed["widths"] == ("tuple", (96, 256, 384, 384, 256))
+    assert list(typed) == list(inspect.signature(AlexNet).parameters)
+    net = create_model("alexnet_cifar", removed=["conv3"])  # JSON list
+    assert net.removed == ("conv3",) and net.options["removed"] == (
+        "conv3",)
 
 
 def test_register_model():
