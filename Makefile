@@ -7,10 +7,12 @@ STAMP  := $(VENV)/.installed
 ALEXNET_PROFILE ?= ci
 export ALEXNET_PROFILE
 
-.PHONY: help install book book-offline notebooks test test-lib bench clean
+.PHONY: help install book book-student book-offline notebooks test test-lib \
+    bench clean
 
 help:
 	@echo "make book   - set up .venv, build the book into _build/html"
+	@echo "make book-student - the same book without the solutions"
 	@echo "make test   - set up .venv, run the library tests and the notebooks"
 	@echo "make bench  - CPU benchmarks (see benchmarks/)"
 
@@ -37,7 +39,18 @@ book: $(STAMP)
 	    if command -v npm >/dev/null 2>&1 && bash book/tools/vendor_js.sh; \
 	    then :; else echo "$(BOOK_CDN_NOTE)" >&2; fi; fi
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	$(PY) -m zipfile -c _build/html/alexnet-book-notebooks.zip notebooks/*.ipynb
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+# The student edition: the instructor edition above without the
+# solutions, and its notebooks as one zip (tools/student_edition.py).
+book-student: $(STAMP)
+	$(PY) tools/student_edition.py _build/student-src
+	$(VENV)/bin/jupyter-book build _build/student-src \
+	    --path-output _build/student -W -n --keep-going
+	cp _build/student-src/notebooks-student.zip _build/student/_build/html/
+	@echo "The student edition is at \
+	    $(CURDIR)/_build/student/_build/html/index.html"
 
 book-offline: $(STAMP)
 	@if [ ! -d book/vendor ]; then bash book/tools/vendor_js.sh; fi
