@@ -15,10 +15,14 @@ from alexnet_lib.layers import (LocallyConnected2d, LocalResponseNorm,
 from alexnet_lib.models.alexnet import AlexNet, feature_map_shapes
 from alexnet_lib.models.cifar import (CifarConvLocalNet, CifarNet4Layer,
                                       cifar_11pct, cifar_13pct)
+from alexnet_lib.models.googlenet import GoogLeNet, Inception
+from alexnet_lib.models.lenet import LeNet5
+from alexnet_lib.models.nin import NiN
 from alexnet_lib.models.proxy import alexnet_cifar
 from alexnet_lib.models.owt import (AlexNetOWT, PretrainedWeightsError,
                                     alexnet_owt)
 from alexnet_lib.models.two_tower import TwoTowerAlexNet
+from alexnet_lib.models.vgg import VGG
 from alexnet_lib.models.zfnet import ZFNet
 
 __all__ = ["register_model", "create_model", "list_models",
@@ -28,7 +32,8 @@ __all__ = ["register_model", "create_model", "list_models",
            "cifar_11pct", "cifar_13pct", "alexnet_cifar",
            "LocalResponseNorm",
            "local_response_norm", "LocallyConnected2d",
-           "feature_map_shapes", "ZFNet"]
+           "feature_map_shapes", "ZFNet", "LeNet5", "NiN", "VGG",
+           "GoogLeNet", "Inception"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {
     "alexnet": AlexNet,                       # the paper, §3.5
@@ -39,6 +44,10 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     "cifar_13pct": cifar_13pct,               # §3.3, without LRN
     "alexnet_cifar": alexnet_cifar,           # §3.2/§3.4 CIFAR proxy
     "zfnet": ZFNet,                           # Zeiler & Fergus, Fig. 3
+    "lenet5": LeNet5,                         # LeCun et al. 1998
+    "nin": NiN,                               # Lin et al. 2014, CIFAR-10
+    "vgg": VGG,                               # Simonyan & Zisserman, A-E
+    "googlenet": GoogLeNet,                   # Szegedy et al., Table 1
 }
 
 
