@@ -23,6 +23,8 @@ from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
 from book_deviations import inline, mark_generated, table
+from book_verdicts import (NOT_TESTED, RULE, UNTESTED, VERDICTS,
+                           verdict_counts, verdict_of)
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +52,13 @@ SCHEMA: dict[str, tuple[tuple[type, ...], str, str]] = {
     "details": ((dict,), "object", "anything else worth keeping "
                 "(per-run numbers, seeds, n runs); not shown here"),
 }
-COLUMNS = ["Chapter", "Claim", "Paper", "Ours", "Profile", "Data",
-           "Hardware", "Wall time", "Date", "Commit"]
+COLUMNS = ["Chapter", "Claim", "Verdict", "Measured", "Profile",
+           "Wall time"]
+RECORD_COLUMNS = ["Experiment", "Paper", "Ours", "Data", "Hardware",
+                  "Date", "Commit"]
+COLOURS = {"reproduced": "#2e7d32", "same direction, smaller": "#9e9d24",
+           "not reproduced": "#ef6c00", "opposite": "#c62828",
+           "not tested here": "#757575"}
 
 
 def check_record(record: object) -> list[str]:
@@ -112,25 +119,38 @@ class ScorecardDirective(SphinxDirective):
                      "records. Each chapter's notebook writes its own "
                      "when it runs.")]
         rows = [self._row(record) for _, record in records]
+        rows += [[inline(where), inline(claim),
+                  [nodes.emphasis(text=NOT_TESTED)], inline(why),
+                  [nodes.Text("–")], [nodes.Text("–")]]
+                 for where, claim, why in UNTESTED]
+        counts = verdict_counts([r for _, r in records])
         summary = nodes.paragraph(
             text=f"{len(records)} record{'' if len(records) == 1 else 's'} "
-                 f"in {name}/, read when this page "
-                 "was built.")
-        return [summary, table(COLUMNS, rows, [12, 24, 8, 8, 6, 10, 14,
-                                               6, 7, 5])]
+                 f"in {name}/, read when this page was built, and "
+                 f"{len(UNTESTED)} claims the book does not measure: "
+                 + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + ".")
+        full = [[[nodes.literal(text=r["experiment"])],
+                 [nodes.Text(show(r["paper"], r["unit"]))],
+                 [nodes.Text(show(r["ours"], r["unit"]))],
+                 [nodes.Text(r["data"])], [nodes.Text(r["hardware"])],
+                 [nodes.Text(r["date"])],
+                 [nodes.literal(text=r["commit"] or "none")]]
+                for _, r in records]
+        heading = nodes.rubric(text="Every record in full")
+        return [_chart(counts), summary,
+                nodes.paragraph("", "", *inline(RULE)),
+                table(COLUMNS, rows, [12, 30, 10, 36, 6, 6]), heading,
+                table(RECORD_COLUMNS, full, [14, 16, 24, 18, 12, 8, 8])]
 
     def _row(self, r: dict) -> list[list[nodes.Node]]:
+        verdict, why = verdict_of(r)
         return [
             self._chapter(r["chapter"]),
             inline(r["claim"]),
-            [nodes.Text(show(r["paper"], r["unit"]))],
-            [nodes.strong(text=show(r["ours"], r["unit"]))],
+            [nodes.strong(text=verdict)],
+            [nodes.Text(why)],
             [nodes.Text(r["profile"])],
-            [nodes.Text(r["data"])],
-            [nodes.Text(r["hardware"])],
-            [nodes.Text(f"{r['wall_time_s']:,.0f} s")],
-            [nodes.Text(r["date"])],
-            [nodes.literal(text=r["commit"] or "none")],
+            [nodes.Text(_minutes(r["wall_time_s"]))],
         ]
 
     def _chapter(self, chapter: str) -> list[nodes.Node]:
@@ -168,6 +188,27 @@ class ChapterTimesDirective(ScorecardDirective):
                 for c, r in sorted(latest.items())]
         return [table(["Chapter", "Profile", "Hardware", "Wall time",
                        "Date"], rows, [30, 8, 36, 12, 14])]
+
+
+def _chart(counts: dict[str, int]) -> nodes.raw:
+    """One horizontal bar per verdict, as inline SVG (no script)."""
+    top = max(counts.values()) or 1
+    bars = []
+    for i, (verdict, n) in enumerate(counts.items()):
+        y = 8 + 26 * i
+        width = 360 * n / top
+        bars.append(
+            f'<text x="0" y="{y + 14}" font-size="13">{verdict}</text>'
+            f'<rect x="180" y="{y}" width="{width:.0f}" height="18" '
+            f'fill="{COLOURS[verdict]}"/>'
+            f'<text x="{186 + width:.0f}" y="{y + 14}" font-size="13">'
+            f'{n}</text>')
+    height = 16 + 26 * len(counts)
+    svg = (f'<svg role="img" aria-label="verdict counts" width="600" '
+           f'height="{height}" xmlns="http://www.w3.org/2000/svg" '
+           f'font-family="sans-serif">{"".join(bars)}</svg>')
+    return nodes.raw("", f'<div class="verdict-chart">{svg}</div>',
+                     format="html")
 
 
 def _minutes(seconds: float) -> str:
