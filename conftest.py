@@ -85,3 +85,22 @@ def cifar_dir(data_dir: Path) -> Path:
 def imagenette_dir(data_dir: Path) -> Path:
     return find_dataset("imagenette", path=data_dir, profile="ci",
                         download=False)
+
+
+@pytest.fixture(scope="session")
+def run_loaders():
+    """build_loaders called with what a run passes it from its config."""
+    from alexnet_lib.data import build_loaders
+
+    def loaders(cfg, *args, **kwargs):
+        return build_loaders(cfg.data, cfg.optim.batch_size, cfg.seed,
+                             cfg.profile, *args, **kwargs)
+    return loaders
+
+
+@pytest.fixture(scope="session")
+def run_ten_loader():
+    """build_ten_crop_loader called as a run calls it."""
+    from alexnet_lib.data import build_ten_crop_loader
+    return lambda cfg: build_ten_crop_loader(cfg.data, cfg.optim.batch_size,
+                                             cfg.profile)

@@ -15,8 +15,7 @@ import torch
 from alexnet_lib.config import DataConfig, OptimConfig, TrainConfig
 from alexnet_lib.data import (CifarLoader, CorruptImageError,
                               DataLayoutError, DataNotFoundError,
-                              DownloadError, build_loaders,
-                              build_ten_crop_loader, load_cifar10)
+                              DownloadError, load_cifar10)
 from alexnet_lib.data.files import scan_class_folders
 from alexnet_lib.data.locate import SAMPLE_ROOT
 
@@ -255,8 +254,9 @@ def cifar_cfg(cifar_dir, **data):
         optim=OptimConfig(batch_size=50))
 
 
-def test_build_loaders_for_cifar(cifar_dir):
-    train, val, info = _loaders(cifar_cfg(cifar_dir))
+def test_build_loaders_for_cifar(cifar_dir, run_loaders,
+                                 run_ten_loader):
+    train, val, info = run_loaders(cifar_cfg(cifar_dir))
     assert info["num_classes"] == 10 and info["classes"] == CLASSES
     assert (info["n_train"], info["n_val"], info["input_size"]) == \
         (200, 100, 24)
@@ -267,15 +267,15 @@ def test_build_loaders_for_cifar(cifar_dir):
     x, y = next(iter(val))
     assert x.shape == (50, 3, 24, 24) and y.tolist() == [0] * 10 + \
         [1] * 10 + [2] * 10 + [3] * 10 + [4] * 10
-    ten = next(iter(_ten_loader(cifar_cfg(cifar_dir))))[0]
+    ten = next(iter(run_ten_loader(cifar_cfg(cifar_dir))))[0]
     assert ten.shape == (50, 10, 3, 24, 24)
 
 
-def test_build_loaders_channel_mean_and_ranks(cifar_dir):
+def test_build_loaders_channel_mean_and_ranks(cifar_dir, run_loaders):
     cfg = cifar_cfg(cifar_dir, mean="channel")
-    one, _, info = _loaders(cfg)
+    one, _, info = run_loaders(cfg)
     assert info["mean"].shape == (3, 1, 1)
-    r1, _, _ = _loaders(cfg, rank=1, world_size=2)
+    r1, _, _ = run_loaders(cfg, rank=1, world_size=2)
     one.set_epoch(1, start_step=2)
     r1.set_epoch(1, start_step=2)
     (x, y), (x1, y1) = next(iter(one)), next(iter(r1))
@@ -400,14 +400,3 @@ def test_cache_notices_added_files(tmp_path, private_cache):
     (root / "test/cat/0005.jpg").write_bytes(
         (root / "test/cat/0000.jpg").read_bytes())
     assert len(load_cifar10(root, split="test")) == 7
-
-
-def _loaders(cfg, *args, **kwargs):
-    """build_loaders with the settings a run passes it from ``cfg``."""
-    return build_loaders(cfg.data, cfg.optim.batch_size, cfg.seed,
-                         cfg.profile, *args, **kwargs)
-
-
-def _ten_loader(cfg):
-    return build_ten_crop_loader(cfg.data, cfg.optim.batch_size,
-                                 cfg.profile)

@@ -14,7 +14,6 @@ from alexnet_lib.config import DataConfig, OptimConfig, TrainConfig
 from alexnet_lib.data import (CorruptImageError, DataLayoutError,
                               DataNotFoundError, DownloadError,
                               ImageNetFolder, ResumableBatchSampler,
-                              build_loaders, build_ten_crop_loader,
                               download_imagenette, mix_seed)
 from alexnet_lib.data.files import scan_class_folders
 from alexnet_lib.data.locate import SAMPLE_ROOT
@@ -213,8 +212,9 @@ def nette_cfg(imagenette_dir, **data):
         optim=OptimConfig(batch_size=4))
 
 
-def test_build_loaders_for_imagenette(imagenette_dir):
-    train, val, info = _loaders(nette_cfg(imagenette_dir))
+def test_build_loaders_for_imagenette(imagenette_dir, run_loaders,
+                                     run_ten_loader):
+    train, val, info = run_loaders(nette_cfg(imagenette_dir))
     assert info["num_classes"] == 10 and info["classes"][0] == "tench"
     assert (info["n_train"], info["n_val"], info["input_size"]) == \
         (20, 10, 224)
@@ -232,17 +232,17 @@ def test_build_loaders_for_imagenette(imagenette_dir):
     assert -200 < x.mean() < 200  # mean-subtracted 0..255 values
     x, y = next(iter(val))
     assert x.shape == (4, 3, 224, 224)
-    x, y = next(iter(_ten_loader(nette_cfg(imagenette_dir))))
+    x, y = next(iter(run_ten_loader(nette_cfg(imagenette_dir))))
     assert x.shape == (4, 10, 3, 224, 224)
 
 
 def test_imagenet_batches_do_not_depend_on_workers_or_ranks(
-        imagenette_dir):
+        imagenette_dir, run_loaders):
     cfg = nette_cfg(imagenette_dir, train_subset=8)
-    one, _, _ = _loaders(cfg)
+    one, _, _ = run_loaders(cfg)
     one.set_epoch(0, start_step=1)
     x, y = next(iter(one))
-    workers, _, _ = _loaders(cfg.replace(data__num_workers=2), rank=1,
+    workers, _, _ = run_loaders(cfg.replace(data__num_workers=2), rank=1,
                                   world_size=2)
     workers.set_epoch(0, start_step=1)
     x1, y1 = next(iter(workers))
@@ -328,16 +328,6 @@ def test_stop_in_a_worker_is_the_same_one_line(imagenette_dir, tmp_path):
         f"--on-corrupt skip (data.on_corrupt='skip') to skip it and "
         f"count it.")
 
-
-def _loaders(cfg, *args, **kwargs):
-    """build_loaders with the settings a run passes it from ``cfg``."""
-    return build_loaders(cfg.data, cfg.optim.batch_size, cfg.seed,
-                         cfg.profile, *args, **kwargs)
-
-
-def _ten_loader(cfg):
-    return build_ten_crop_loader(cfg.data, cfg.optim.batch_size,
-                                 cfg.profile)
 
 
 def test_imagenet_root_takes_the_data_settings_or_a_run_config(
