@@ -330,8 +330,9 @@ def test_stop_in_a_worker_is_the_same_one_line(imagenette_dir, tmp_path):
 
 
 
-def test_imagenet_root_takes_the_data_settings_or_a_run_config(
-        imagenette_dir):
+def test_imagenet_root_takes_the_data_settings_only(imagenette_dir):
     from alexnet_lib.data.sources import imagenet_root
     cfg = nette_cfg(imagenette_dir)
-    assert imagenet_root(cfg.data, cfg.profile) == imagenet_root(cfg)
+    assert imagenet_root(cfg.data, cfg.profile) == imagenette_dir
+    with pytest.raises(TypeError):
+        imagenet_root(cfg)  # a run's whole config is not data settings

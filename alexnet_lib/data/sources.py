@@ -34,13 +34,9 @@ def data_format(d: DataConfig) -> str:
     return "folder"
 
 
-def imagenet_root(d, profile: str | None = None) -> Path:
+def imagenet_root(d: DataConfig, profile: str) -> Path:
     """The ImageNet-format folder, searched for the run's profile (which
-    may download Imagenette: alexnet_lib/data/locate.py). ``d``: the
-    DataConfig, or a run's TrainConfig (its data settings and profile
-    are read; the form the stored §6 chapter calls)."""
-    if profile is None and hasattr(d, "data"):
-        d, profile = d.data, d.profile
+    may download Imagenette: alexnet_lib/data/locate.py)."""
     return find_imagenet(d.root, profile, d.download)
 
 
