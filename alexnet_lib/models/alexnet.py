@@ -23,7 +23,8 @@ from torch import nn
 from alexnet_lib.layers import PAPER_LRN, LocalResponseNorm
 
 __all__ = ["AlexNet", "PAPER_LRN", "init_paper_", "init_caffe_",
-           "init_weights_", "feature_map_shapes", "check_options",
+           "init_weights_", "feature_map_shapes", "check_choice",
+           "check_options",
            "check_removed", "pool5_side", "conv1_padding", "check_input",
            "conv1_pad", "response_norm", "max_pool", "dropout_layer",
            "two_gpu_conv", "middle_inputs", "remove_middle"]
@@ -51,18 +52,22 @@ def conv1_padding(input_size: int, kernel: int = 11, stride: int = 4) -> int:
     return (out - 1) * stride + kernel - input_size
 
 
+def check_choice(name: str, value, choices) -> None:
+    """Raise a one-line ValueError unless ``value`` is in ``choices``
+    (any collection; a dict's keys), naming the allowed values."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of "
+                         f"{', '.join(map(repr, choices))}")
+
+
 def check_options(activation, pooling, groups, dropout, widths, init,
                   lrn_options) -> dict:
     """Validate the options AlexNet and TwoTowerAlexNet share; return
     the full LRN options."""
-    def choose(name, value, choices):
-        if value not in choices:
-            raise ValueError(f"{name}={value!r} is not one of "
-                             f"{', '.join(map(repr, choices))}")
-    choose("activation", activation, tuple(ACTIVATIONS))
-    choose("pooling", pooling, tuple(POOLINGS))
-    choose("groups", groups, (1, 2))
-    choose("init", init, INITS)
+    check_choice("activation", activation, ACTIVATIONS)
+    check_choice("pooling", pooling, POOLINGS)
+    check_choice("groups", groups, (1, 2))
+    check_choice("init", init, INITS)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout} must be in [0, 1); "
                          f"0 turns dropout off")

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from alexnet_lib.layers import LocallyConnected2d, LocalResponseNorm
-from alexnet_lib.models.alexnet import check_input
+from alexnet_lib.models.alexnet import check_choice, check_input
 
 __all__ = ["CifarNet4Layer", "CifarConvLocalNet", "cifar_11pct",
            "cifar_13pct"]
@@ -49,9 +49,7 @@ def _avg_pool() -> nn.AvgPool2d:
 
 
 def _activation(name: str) -> type[nn.Module]:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation={name!r} is not one of "
-                         f"{', '.join(map(repr, ACTIVATIONS))}")
+    check_choice("activation", name, ACTIVATIONS)
     return ACTIVATIONS[name]
 
 

@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet_lib.models.alexnet import check_choice
+
 __all__ = ["LeNet5", "C3_TABLE", "SparseConv2d", "Subsampling",
            "ScaledTanh", "EuclideanRBF", "rbf_prototypes"]
 
@@ -184,12 +186,8 @@ class LeNet5(nn.Module):
                  input_size: int = 32, activation: str = "scaled_tanh",
                  output: str = "fc"):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation={activation!r} is not one of "
-                             f"{', '.join(map(repr, ACTIVATIONS))}")
-        if output not in OUTPUTS:
-            raise ValueError(f"output={output!r} is not one of "
-                             f"{', '.join(map(repr, OUTPUTS))}")
+        check_choice("activation", activation, ACTIVATIONS)
+        check_choice("output", output, OUTPUTS)
         if num_classes < 1 or in_channels < 1:
             raise ValueError(f"num_classes={num_classes} and in_channels="
                              f"{in_channels} must be >= 1")

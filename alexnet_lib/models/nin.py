@@ -37,7 +37,7 @@ import math
 import torch
 from torch import nn
 
-from alexnet_lib.models.alexnet import check_input
+from alexnet_lib.models.alexnet import check_choice, check_input
 
 __all__ = ["NiN", "NIN_CIFAR10", "pooled_side"]
 
@@ -69,12 +69,8 @@ class NiN(nn.Module):
                  width: float = 1.0, dropout: float = 0.5,
                  classifier: str = "gap", init: str = "paper"):
         super().__init__()
-        if classifier not in CLASSIFIERS:
-            raise ValueError(f"classifier={classifier!r} is not one of "
-                             f"{', '.join(map(repr, CLASSIFIERS))}")
-        if init not in INITS:
-            raise ValueError(f"init={init!r} is not one of "
-                             f"{', '.join(map(repr, INITS))}")
+        check_choice("classifier", classifier, CLASSIFIERS)
+        check_choice("init", init, INITS)
         if not width > 0:
             raise ValueError(f"width={width} must be > 0 (1.0 is the "
                              f"paper's 192 channels)")

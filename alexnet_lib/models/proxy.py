@@ -16,7 +16,7 @@ in the paper: 27 -> conv1 23 -> pool 11 -> pool 5 -> pool 2.
 """
 from __future__ import annotations
 
-from alexnet_lib.models.alexnet import AlexNet
+from alexnet_lib.models.alexnet import AlexNet, check_choice
 
 __all__ = ["alexnet_cifar", "PROXY_WIDTHS", "PROXY_ONE_TOWER_WIDTHS",
            "PROXY_INPUT"]
@@ -57,9 +57,7 @@ def alexnet_cifar(num_classes: int = 10, towers: str = "two",
     choices = {"two": (PROXY_WIDTHS, 2),
                "one_half": (PROXY_ONE_TOWER_WIDTHS, 1),
                "one_full": (PROXY_WIDTHS, 1)}
-    if towers not in choices:
-        raise ValueError(f"towers={towers!r} is not one of "
-                         f"{', '.join(map(repr, choices))}")
+    check_choice("towers", towers, choices)
     widths, groups = choices[towers]
     return AlexNet(num_classes=num_classes, activation=activation,
                    lrn=lrn, pooling=pooling, groups=groups,

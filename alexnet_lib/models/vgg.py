@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from alexnet_lib.layers import PAPER_LRN, LocalResponseNorm
-from alexnet_lib.models.alexnet import check_input
+from alexnet_lib.models.alexnet import check_choice, check_input
 
 __all__ = ["VGG", "CONFIGS", "WEIGHT_LAYERS", "parse_layer"]
 
@@ -79,12 +79,8 @@ class VGG(nn.Module):
                  fc_width: int = 4096, dropout: float = 0.5,
                  init: str = "paper"):
         super().__init__()
-        if config not in CONFIGS:
-            raise ValueError(f"config={config!r} is not one of "
-                             f"{', '.join(map(repr, CONFIGS))}")
-        if init not in INITS:
-            raise ValueError(f"init={init!r} is not one of "
-                             f"{', '.join(map(repr, INITS))}")
+        check_choice("config", config, CONFIGS)
+        check_choice("init", init, INITS)
         if not width > 0 or fc_width < 1 or num_classes < 1:
             raise ValueError(f"width={width}, fc_width={fc_width} and "
                              f"num_classes={num_classes} must be positive")
