@@ -213,6 +213,20 @@ def run_train_command(args: list[str]) -> str:
     return text
 
 
+def run_config(cfg: TrainConfig) -> str:
+    """Train ``cfg`` in a fresh process, handed over as a config file
+    (``train --config``: the settings themselves, no command line to
+    parse back); returns its output. A failure raises RuntimeError with
+    the command's last lines."""
+    import json
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.json"
+        path.write_text(json.dumps(cfg.to_dict()))
+        return run_train_command(["train", "--profile", cfg.profile,
+                                  "--config", str(path)])
+
+
 def is_finished(out_dir: str | Path) -> bool:
     """True when the run's last record is its ten-crop test: training
     and every test are done (an unfinished run resumes instead)."""
@@ -475,7 +489,10 @@ def ensure_run(plan: ImagenettePlan, out_dir: str | Path, profile: str,
           f"({guess['images_per_s']:.0f} images/s in a timed step, "
           f"{epochs} epochs); if interrupted, it resumes", flush=True)
     began = time.perf_counter()
-    run_train_command(args)
+    # the printed command and this config are the same settings (a test
+    # keeps train_command and plan_config equal)
+    run_config(plan_config(plan, out, profile, seed=seed, groups=groups,
+                           model=model))
     seconds = time.perf_counter() - began
     print(f"  trained in {seconds / 60:.1f} min")
     return command, seconds

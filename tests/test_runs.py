@@ -1,4 +1,5 @@
 """Shared trained runs: plans, the train command line, loading."""
+import json
 import os
 
 import pytest
@@ -286,6 +287,10 @@ def test_ensure_run_trains_once_then_loads(imagenette_dir, tmp_path,
         command
     assert "not in the cache: training it now, about" in text
     assert seconds > 0 and is_finished(out)
+    # trained from plan_config's settings, which the command means too
+    stored = json.loads((out / "config.json").read_text())
+    assert stored == json.loads(json.dumps(plan_config(
+        plan, out, "ci", seed=2, groups=1).to_dict()))
     again = ensure_run(plan, out, "ci", seed=2, groups=1)
     assert again == (command, 0.0)
     text = capsys.readouterr().out
