@@ -251,12 +251,12 @@ def _shards_parser(sub) -> None:
 
 def _fetch_parser(sub) -> None:
     f = sub.add_parser(
-        "fetch", help="download CIFAR-10 or Imagenette with torchvision",
+        "fetch", help="download CIFAR-10, MNIST or Imagenette with torchvision",
         description="Download a data set into the data folder "
                     "($ALEXNET_DATA, else ~/.cache/alexnet_lib/data), "
                     "where every command and notebook finds it.")
     # plain strings, checked in _fetch: a mistake is one line, exit 2
-    f.add_argument("dataset", nargs="?", metavar="{cifar10,imagenette}")
+    f.add_argument("dataset", nargs="?", metavar="{cifar10,imagenette,mnist}")
     f.add_argument("--size", metavar="{160px,320px,full}", help="Imagenette "
                    "images: shorter side 160 px (cpu profile, default), "
                    "320 px (gpu) or full size")
@@ -273,9 +273,9 @@ def _fetch(args: argparse.Namespace) -> int:
             f"cannot fetch {args.dataset!r}: choose "
             f"{' or '.join(FETCHABLE)}" if args.dataset else
             f"name the data set to fetch: {' or '.join(FETCHABLE)}")
-    if args.dataset == "cifar10" and args.size is not None:
-        raise ConfigError("--size is for imagenette; CIFAR-10 has one "
-                          "size (32x32)")
+    if args.dataset != "imagenette" and args.size is not None:
+        raise ConfigError(f"--size is for imagenette; {args.dataset} has "
+                          f"one size")
     size = args.size or "160px"
     if size not in IMAGENETTE_SIZES:
         raise ConfigError(f"--size must be one of "

@@ -213,10 +213,12 @@ def count_flops(model: nn.Module, input_size: int | None = None,
     ``forward``: the forward pass, the input gradient and the weight
     gradient each cost one forward's multiply-adds (conv1's input
     gradient, which training skips, included: the usual rule).
+    LeNet-5's sparse C3 counts only its real connections.
     Elementwise work (ReLU, LRN, pooling, dropout) is not counted.
     Returns ``{"layers": {name: FLOPs}, "forward": ..., "train": ...}``.
     """
     from alexnet_lib.layers import LocallyConnected2d
+    from alexnet_lib.models.lenet import SparseConv2d
     size = input_size or getattr(model, "input_size", None)
     if size is None:
         raise ValueError(f"{type(model).__name__} has no input_size: "
@@ -231,6 +233,10 @@ def count_flops(model: nn.Module, input_size: int | None = None,
                           * math.prod(m.kernel_size))
             elif isinstance(m, nn.Linear):
                 fan_in = m.in_features
+            elif isinstance(m, SparseConv2d):  # LeNet-5's C3: per map
+                side2 = out[0].numel() // m.out_channels
+                layers[name] = 2 * side2 * m.weight.numel()
+                return
             else:  # LocallyConnected2d: (L, out, C * kh * kw) weights
                 fan_in = m.weight.shape[-1]
             layers[name] = 2 * per_image * fan_in
@@ -238,14 +244,15 @@ def count_flops(model: nn.Module, input_size: int | None = None,
 
     for name, m in model.named_modules():
         if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear,
-                          LocallyConnected2d)):
+                          LocallyConnected2d, SparseConv2d)):
             hooks.append(m.register_forward_hook(counter(name)))
     param = next(model.parameters())
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, 3, size, size, device=param.device,
+            channels = getattr(model, "in_channels", 3)  # LeNet5: 1
+            model(torch.zeros(1, channels, size, size, device=param.device,
                               dtype=param.dtype))
     finally:
         model.train(was_training)

@@ -141,10 +141,10 @@ def test_profile_comes_from_the_environment(places, monkeypatch,
 
 
 def test_unknown_name(places):
-    with pytest.raises(ValueError, match="unknown data set 'mnist'; choose "
+    with pytest.raises(ValueError, match="unknown data set 'svhn'; choose "
                        "one of cifar10, imagenette, imagenet-samples, "
-                       "class-index"):
-        find_dataset("mnist")
+                       "class-index, mnist"):
+        find_dataset("svhn")
 
 
 # --- downloads --------------------------------------------------------------
@@ -205,11 +205,14 @@ def test_offline_message(places, monkeypatch):
 # --- the fetch command ------------------------------------------------------
 
 @pytest.mark.parametrize("argv, message", [
-    (["fetch"], "name the data set to fetch: cifar10 or imagenette"),
-    (["fetch", "mnist"], "cannot fetch 'mnist': choose cifar10 or "
-                         "imagenette"),
+    (["fetch"], "name the data set to fetch: cifar10 or imagenette or "
+                "mnist"),
+    (["fetch", "svhn"], "cannot fetch 'svhn': choose cifar10 or "
+                        "imagenette or mnist"),
     (["fetch", "cifar10", "--size", "160px"], "--size is for imagenette; "
-     "CIFAR-10 has one size (32x32)"),
+     "cifar10 has one size"),
+    (["fetch", "mnist", "--size", "160px"], "--size is for imagenette; "
+     "mnist has one size"),
     (["fetch", "imagenette", "--size", "224px"], "--size must be one of "
      "160px, 320px, full, got '224px'"),
 ])

@@ -31,9 +31,10 @@ def test_sample_fits_the_budget():
     for p in sample_files():
         sizes[p.relative_to(SAMPLE_ROOT).parts[0]] += p.stat().st_size
     assert sorted(sizes) == ["SOURCES.md", "cifar10", "imagenet-samples",
-                             "imagenet_class_index.json", "imagenette2-224"]
+                             "imagenet_class_index.json", "imagenette2-224",
+                             "mnist"]
     assert sum(sizes.values()) <= BUDGET
-    assert len(sample_files()) == 628  # 2 npz, 600 + 24 JPEGs, json, md
+    assert len(sample_files()) == 629  # 3 npz, 600 + 24 JPEGs, json, md
 
 
 def test_sample_contents():
@@ -55,6 +56,12 @@ def test_sample_contents():
     index = json.loads((SAMPLE_ROOT / "imagenet_class_index.json")
                        .read_text())
     assert len(index) == 1000 and index["0"] == ["n01440764", "tench"]
+    with np.load(SAMPLE_ROOT / "mnist" / "mnist.npz") as m:
+        for split, n in (("train", 100), ("test", 50)):
+            assert m[f"{split}_images"].shape == (10 * n, 28, 28)
+            assert m[f"{split}_images"].dtype == np.uint8
+            assert np.bincount(m[f"{split}_labels"]).tolist() == [n] * 10
+            assert (np.diff(m[f"{split}_index"]) > 0).all()  # file order
 
 
 def ci_plans() -> list[dict[str, int]]:

@@ -237,7 +237,7 @@ def test_vgg_errors_say_what_to_do():
                        "'A-LRN', 'B', 'C', 'D', 'E'"):
         VGG(config="F")
     with pytest.raises(ValueError, match="init='xavier' is not one of "
-                       "'paper', 'torch'"):
+                       "'paper', 'glorot', 'torch'"):
         VGG(init="xavier")
     with pytest.raises(ValueError, match="input_size=16 is too small"):
         VGG(input_size=16)
@@ -416,3 +416,23 @@ def test_registry_rejects_wrong_options():
         create_model("googlenet", aux_classifiers="yes")
     with pytest.raises(TypeError, match=r"unknown option\(s\) \['widht'\]"):
         create_model("lenet5", widht=2)
+
+
+def test_naive_and_reduced_inception_multiply_adds_match_the_formula():
+    from alexnet_lib.models.googlenet import (INCEPTION_TABLE,
+                                              NaiveInception,
+                                              inception_madds)
+    spec = INCEPTION_TABLE["3a"]
+    naive, reduced = NaiveInception(192, *spec), Inception(192, *spec)
+    assert naive.out_channels == 64 + 128 + 32 + 192
+    x = torch.randn(2, 192, 28, 28)
+    assert naive(x).shape == (2, 416, 28, 28)
+    assert reduced(x).shape == (2, 256, 28, 28)
+    for module, flag in ((naive, False), (reduced, True)):
+        macs = 0
+        for m in module.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                macs += 28 * 28 * m.out_channels * m.in_channels * \
+                    m.kernel_size[0] * m.kernel_size[1]
+        assert macs == inception_madds(192, spec, 28, reductions=flag)
+    assert inception_madds(192, spec, 28, reductions=False) == 303_464_448

@@ -4,7 +4,7 @@
 
 DATA is a full data folder laid out as the README's data table says
 (cifar-10-exact-prefix/, cifar-10-jpeg-q75/, imagenette2-224/,
-imagenet-samples/, imagenet_class_index.json). The output is the same
+imagenet-samples/, imagenet_class_index.json, mnist/). The output is the same
 bytes on every run: files are copied as they are, and the .npz archives
 are written with fixed zip timestamps. SOURCES.md in --out is kept.
 
@@ -17,6 +17,9 @@ What goes in, and why these sizes (the ci profile's largest needs):
 - Imagenette (224 px copy): the first 50 train / 10 val images of each
   class by file name (§2 averages 500 for its mean image; the runs
   take 160 / 50);
+- MNIST: the first 100 training and 50 test digits of each class, in
+  file order (the ci plan of the LeNet-5 chapter trains on 1,000 and
+  tests on 500), as uint8 arrays (28x28, unpadded);
 - every ImageNet sample photo (§2 and §5 read the whole folder) and the
   class index.
 """
@@ -31,11 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from alexnet_lib.data.mnist import SPLIT_FILES, read_idx  # noqa: E402
+
 CIFAR_TRAIN_PER_CLASS = 200
 IMAGENETTE_PER_CLASS = {"train": 50, "val": 10}
+MNIST_PER_CLASS = {"train": 100, "test": 50}
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so re-runs give equal bytes
 PARTS = ("cifar10", "imagenette2-224", "imagenet-samples",
-         "imagenet_class_index.json")
+         "imagenet_class_index.json", "mnist")
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -78,6 +85,23 @@ def cifar_train(src: Path, classes: list[str]) -> dict[str, np.ndarray]:
             "files": np.array(files), "classes": np.array(classes)}
 
 
+def mnist_sample(src: Path) -> dict[str, np.ndarray]:
+    """The first MNIST_PER_CLASS digits of each class of each split, in
+    file order: ``<split>_images`` (N, 28, 28) uint8, ``<split>_labels``
+    and ``<split>_index`` (each digit's position in its split)."""
+    arrays = {}
+    for split, per_class in MNIST_PER_CLASS.items():
+        image_file, label_file = SPLIT_FILES[split]
+        images = read_idx(src / image_file)
+        labels = read_idx(src / label_file).astype(np.int64)
+        keep = np.sort(np.concatenate([np.flatnonzero(labels == c)[
+            :per_class] for c in range(10)]))
+        arrays.update({f"{split}_images": images[keep],
+                       f"{split}_labels": labels[keep],
+                       f"{split}_index": keep.astype(np.int64)})
+    return arrays
+
+
 def copy_imagenette(src: Path, out: Path) -> None:
     for split, n in IMAGENETTE_PER_CLASS.items():
         for synset in sorted(p.name for p in (src / split).iterdir()
@@ -108,6 +132,8 @@ def make_sample(src: Path, out: Path) -> dict[str, int]:
         shutil.copyfile(photo, out / "imagenet-samples" / photo.name)
     shutil.copyfile(src / "imagenet_class_index.json",
                     out / "imagenet_class_index.json")
+    (out / "mnist").mkdir()
+    write_npz(out / "mnist" / "mnist.npz", mnist_sample(src / "mnist"))
     return {part: sum(f.stat().st_size for f in
                       ((out / part).rglob("*") if (out / part).is_dir()
                        else [out / part]) if f.is_file())
@@ -124,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [name for name in ("cifar-10-exact-prefix",
                                  "cifar-10-jpeg-q75", "imagenette2-224",
                                  "imagenet-samples",
-                                 "imagenet_class_index.json")
+                                 "imagenet_class_index.json", "mnist")
                if not (args.src / name).exists()]
     if missing:
         print(f"error: {args.src} lacks {', '.join(missing)}: pass --src "

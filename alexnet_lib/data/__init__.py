@@ -14,6 +14,7 @@ from .errors import (CorruptImageError, DataError, DataLayoutError,
                      DataNotFoundError, DownloadError)
 from .imagenet import (ImageNetFolder, download_imagenette, find_imagenet,
                        load_class_names)
+from .mnist import load_mnist, read_idx, to_grey
 from .locate import (SAMPLE_ROOT, describe_dataset, fetch, find_dataset,
                      imagenette_layout)
 from .sampler import ResumableBatchSampler, ResumableLoader, mix_seed
@@ -28,6 +29,7 @@ from .transforms import (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC,
 __all__ = [
     "build_loaders", "build_ten_crop_loader", "CifarTenCrop",
     "CifarTensors", "find_cifar10", "load_cifar10", "CifarLoader",
+    "load_mnist", "read_idx", "to_grey",
     "DataError", "DataNotFoundError", "DataLayoutError",
     "CorruptImageError", "DownloadError", "ImageNetFolder",
     "download_imagenette", "find_imagenet", "load_class_names",

@@ -16,7 +16,8 @@ from .transforms import PCALighting, compute_rgb_pca
 
 
 class CifarLoader:
-    """Batches (x float32 (B, 3, S, S), y int64 (B,)) of in-memory images.
+    """Batches (x float32 (B, C, S, S), y int64 (B,)) of in-memory images
+    (C = 3, RGB, or 1, grey).
 
     Augmentation (§4.1, when ``train``): a random ``crop`` x ``crop``
     patch (``random_crop``; the centre otherwise), a mirror with p = 0.5
@@ -40,9 +41,12 @@ class CifarLoader:
                  drop_last: bool = False, device="cpu", rank: int = 0,
                  world_size: int = 1, train: bool = True,
                  random_crop: bool = True, value_range: float = 255.0):
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (N, 3, H, W), got "
-                             f"{tuple(images.shape)}")
+        if images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"images must be (N, 3, H, W) or (N, 1, H, "
+                             f"W), got {tuple(images.shape)}")
+        if pca_std > 0 and images.shape[1] != 3:
+            raise ValueError("PCA colour noise (pca_std > 0) needs RGB "
+                             "images: use pca_std=0 for grey images")
         if len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} "
                              f"labels")
@@ -72,12 +76,12 @@ class CifarLoader:
         self.epoch, self.start_step = 0, 0
 
     def _as_image_stat(self, value) -> torch.Tensor | None:
-        """None, a scalar, (3,) or (3, H, W) -> broadcastable to a batch."""
+        """None, a scalar, (C,) or (C, H, W) -> broadcastable to a batch."""
         if value is None:
             return None
         value = torch.as_tensor(value, dtype=torch.float32)
         if value.dim() == 1:
-            value = value.view(3, 1, 1)
+            value = value.view(-1, 1, 1)
         return value.to(self.device)
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:

@@ -23,13 +23,19 @@ from ..config import (DATA_ENV, PROFILE_ENV, data_root, default_data_root,
 from .errors import DataLayoutError, DataNotFoundError, DownloadError
 
 SAMPLE_ROOT = Path(__file__).resolve().parent.parent / "sample"
-DATASETS = ("cifar10", "imagenette", "imagenet-samples", "class-index")
-FETCHABLE = ("cifar10", "imagenette")  # torchvision can download these
+DATASETS = ("cifar10", "imagenette", "imagenet-samples", "class-index",
+            "mnist")
+FETCHABLE = ("cifar10", "imagenette", "mnist")  # torchvision fetches these
 TITLES = {"cifar10": "CIFAR-10", "imagenette": "Imagenette",
           "imagenet-samples": "The ImageNet sample photos",
-          "class-index": "The ImageNet class index"}
+          "class-index": "The ImageNet class index", "mnist": "MNIST"}
 # Exact batches first: the JPEG copy is lossy (cifar.py).
 CIFAR_FOLDERS = ("cifar-10-batches-py", "cifar10", "cifar-10-jpeg-q75")
+# MNIST: the four original IDX .gz files (LeCun's names), in "mnist" or
+# where torchvision puts them (MNIST/raw); the sample holds an .npz.
+MNIST_FOLDERS = ("mnist", "MNIST/raw")
+MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 _SMALL = ("imagenette2-160", "imagenette2-224", "imagenette2-320",
           "imagenette2", "imagenet", "ILSVRC2012")
 # Per profile, the ImageNet-format folders it can use, best first. The
@@ -46,6 +52,16 @@ DOWNLOAD_SIZE = {"cpu": "160px", "gpu": "320px"}  # profiles that fetch
 IMAGENETTE_SIZES = ("160px", "320px", "full")  # torchvision's sizes
 SAMPLES_FOLDER = "imagenet-samples"
 CLASS_INDEX = "imagenet_class_index.json"
+
+
+def mnist_kind(path: Path) -> str | None:
+    """"idx" (the four original files), "sample" (the shipped
+    mnist.npz) or None."""
+    if all((path / f).is_file() for f in MNIST_FILES):
+        return "idx"
+    if (path / "mnist.npz").is_file():
+        return "sample"
+    return None
 
 
 def fetch_command(name: str, profile: str = "cpu") -> str:
@@ -84,6 +100,11 @@ def _look(name: str, root: Path, explicit: bool, profile: str
         for n in IMAGENETTE_FOLDERS.get(profile, _SMALL):
             if (root / n / "train").is_dir():
                 return root / n
+    elif name == "mnist":
+        for path in ([root] if explicit else []) + [
+                root / n for n in MNIST_FOLDERS]:
+            if path.is_dir() and mnist_kind(path):
+                return path
     elif name == "imagenet-samples":
         for path in ([root] if explicit else []) + [root / SAMPLES_FOLDER]:
             if path.is_dir() and any(path.glob("*.JPEG")):
@@ -171,6 +192,8 @@ def missing_message(name: str, looked: list[Path], profile: str,
     downloaded, the command that fetches it, how to point at a copy."""
     if name == "cifar10":
         wanted = " or ".join(CIFAR_FOLDERS)
+    elif name == "mnist":
+        wanted = " or ".join(MNIST_FOLDERS)
     elif name == "imagenette":
         wanted = " or ".join(IMAGENETTE_FOLDERS.get(profile, _SMALL))
     else:
@@ -202,7 +225,7 @@ def _download(name: str, target: Path, profile: str,
 
 def fetch(name: str, root: str | Path | None = None,
           size: str = "160px") -> Path:
-    """Download CIFAR-10 or Imagenette (``size``: 160px, 320px, full)
+    """Download CIFAR-10, MNIST or Imagenette (``size``: 160px, 320px, full)
     with torchvision into ``root`` (default data_root()); returns its
     folder. Already there: checked, not downloaded again."""
     from torchvision import datasets
@@ -218,6 +241,9 @@ def fetch(name: str, root: str | Path | None = None,
         if name == "cifar10":
             datasets.CIFAR10(str(root), train=True, download=True)
             return root / "cifar-10-batches-py"
+        if name == "mnist":  # the four IDX files, in root/MNIST/raw
+            datasets.MNIST(str(root), train=True, download=True)
+            return root / "MNIST" / "raw"
         datasets.Imagenette(str(root), split="train", size=size,
                             download=True)
     except Exception as err:  # URLError, OSError, md5 mismatch ...
@@ -225,7 +251,7 @@ def fetch(name: str, root: str | Path | None = None,
             f"could not download {TITLES[name]} into {root} ({err}). "
             f"This machine may be offline: on one with internet run `"
             f"python -m alexnet_lib fetch {name}"
-            f"{'' if name == 'cifar10' else ' --size ' + size}`, copy "
+            f"{' --size ' + size if name == 'imagenette' else ''}`, copy "
             f"the folder it makes into {root}, or point "
             f"{DATA_ENV} (or --data) at the folder that holds it."
         ) from err
@@ -297,6 +323,14 @@ def describe_dataset(name: str, path: str | Path) -> str:
         if sample:
             return f"Imagenette, shipped sample ({counts}, {copy})"
         return f"Imagenette, {copy} ({counts})"
+    if name == "mnist":
+        if mnist_kind(path) == "sample":
+            with np.load(path / "mnist.npz") as z:
+                n_train, n_test = len(z["train_labels"]), len(
+                    z["test_labels"])
+            return (f"MNIST, shipped sample ({n_train:,} train / "
+                    f"{n_test:,} test images)")
+        return "MNIST, the original IDX files (60,000 train / 10,000 test)"
     suffix = ", shipped sample" if sample else ""
     if name == "imagenet-samples":
         return (f"ImageNet sample photos ({len(list(path.glob('*.JPEG')))}"

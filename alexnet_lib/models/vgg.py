@@ -27,8 +27,11 @@ sets fc6's input (last width x side x side, side = input_size // 32),
 so that e.g. ``VGG("D", width=0.25, input_size=32, fc_width=512,
 num_classes=10)`` trains on a CPU (fc6 then reads 128 values).
 ``init="paper"`` draws weights with standard deviation 0.01 and zero
-biases (see the DEVIATION note in the code); ``init="torch"`` keeps
-PyTorch's defaults.
+biases (see the DEVIATION note in the code); ``init="glorot"`` draws
+them as Glorot and Bengio (2010) do (uniform, variance 2 / (fan-in +
+fan-out)), biases 0: what §3.1 found, after the submission, to train
+the deep nets without pre-initialising them from A; ``init="torch"``
+keeps PyTorch's defaults.
 """
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ CONFIGS: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 # Weight layers (conv + 3 fully connected), the header of Table 1.
 WEIGHT_LAYERS = {"A": 11, "A-LRN": 11, "B": 13, "C": 16, "D": 16, "E": 19}
-INITS = ("paper", "torch")
+INITS = ("paper", "glorot", "torch")
 
 
 def parse_layer(spec: str) -> tuple[int, int]:
@@ -127,6 +130,11 @@ class VGG(nn.Module):
                     # fan-in 4608 (4608 * 0.01 / 2), which cannot train.
                     nn.init.normal_(m.weight, 0.0, 0.01)
                     nn.init.zeros_(m.bias)  # §3.1: biases 0
+        elif init == "glorot":  # §3.1, the note after the submission
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.xavier_uniform_(m.weight)
+                    nn.init.zeros_(m.bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> pool5 output (B, C, S // 32, S // 32)."""
