@@ -33,7 +33,7 @@ from alexnet_lib.train import seed_everything, train_one_epoch
 
 __all__ = ["ProxyPlan", "Arm", "proxy_run", "run_arms", "mean_std",
            "paired_differences", "train_eval_indices", "progress_bar",
-           "epoch_summary", "ABLATIONS_FOLDER"]
+           "epoch_summary", "split_off", "ABLATIONS_FOLDER"]
 
 ABLATIONS_FOLDER = "ablations"  # under cache_root(): finished (arm, seed)
 
@@ -167,6 +167,26 @@ def proxy_run(make_model: Callable[[], nn.Module], train, test,
                   seconds=round(time.perf_counter() - start, 1),
                   parameters=sum(p.numel() for p in model.parameters()))
     return (result, model) if return_model else result
+
+
+def split_off(data, n: int):
+    """(rest, held_out): ``n`` images of ``data`` (a ``CifarTensors``)
+    set aside, class-balanced and deterministic (the first of each
+    class, as ``files.balanced_subset`` picks them), for choosing a
+    setting such as the learning rate without looking at the test set.
+    """
+    from dataclasses import replace
+
+    from alexnet_lib.data.files import balanced_subset
+    if not 1 <= n < len(data):
+        raise ValueError(f"split_off: n must be in [1, {len(data) - 1}] "
+                         f"for {len(data)} images, got {n}")
+    held = torch.zeros(len(data), dtype=torch.bool)
+    held[torch.tensor(balanced_subset(data.labels, n))] = True
+    return (replace(data, images=data.images[~held],
+                    labels=data.labels[~held]),
+            replace(data, images=data.images[held],
+                    labels=data.labels[held]))
 
 
 def run_arms(arms: dict[str, Arm], train, test, plan: ProxyPlan,

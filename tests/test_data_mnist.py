@@ -151,3 +151,18 @@ def test_full_mnist(full_data_dir):
         assert np.array_equal(
             test.images[torch.from_numpy(z["test_index"]), 0, 2:30, 2:30]
             .numpy(), z["test_images"])
+
+
+def test_split_off_holds_out_a_balanced_disjoint_part():
+    from alexnet_lib.experiments import split_off
+    data = load_mnist(SAMPLE, "train")
+    rest, held = split_off(data, 200)
+    assert len(rest) == 800 and len(held) == 200
+    assert held.labels.bincount().tolist() == [20] * 10
+    assert rest.labels.bincount().tolist() == [80] * 10
+    both = torch.cat([rest.images, held.images]).view(1000, -1)
+    assert len(torch.unique(both, dim=0)) == len(
+        torch.unique(data.images.view(1000, -1), dim=0))
+    with pytest.raises(ValueError, match=r"split_off: n must be in "
+                       r"\[1, 999\] for 1000 images, got 1000"):
+        split_off(data, 1000)

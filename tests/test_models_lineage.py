@@ -91,7 +91,8 @@ def test_subsampling_and_squashing():
     s2 = Subsampling(6)
     assert n_params(s2) == 12
     x = torch.randn(2, 6, 4, 4)
-    want = (F.avg_pool2d(x, 2) * s2.weight[:, None, None]
+    window_sums = x.view(2, 6, 2, 2, 2, 2).sum((3, 5))  # adds the four
+    want = (window_sums * s2.weight[:, None, None]
             + s2.bias[:, None, None])
     torch.testing.assert_close(s2(x), want)
     f = ScaledTanh()

@@ -71,10 +71,10 @@ class ScaledTanh(nn.Module):
 
 class Subsampling(nn.Module):
     """S2/S4 of LeNet-5 without the squashing: per map c,
-    ``weight[c] * mean(2x2 window) + bias[c]``.
-
-    The paper adds the four inputs; the mean differs by a factor of 4
-    that the trainable coefficient absorbs. 2 parameters per map.
+    ``weight[c] * sum(2x2 window) + bias[c]``, as the paper says (the
+    four inputs are added). With the Appendix A init (fan-in 4) this
+    keeps the paper's scale; a mean would start 4 times smaller.
+    2 parameters per map.
     """
 
     def __init__(self, channels: int):
@@ -87,7 +87,7 @@ class Subsampling(nn.Module):
         nn.init.uniform_(self.bias, -2.4 / fan_in, 2.4 / fan_in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(x, 2)
+        x = 4.0 * F.avg_pool2d(x, 2)  # the sum of each 2x2 window
         return x * self.weight[:, None, None] + self.bias[:, None, None]
 
     def extra_repr(self) -> str:

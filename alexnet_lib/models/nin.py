@@ -23,7 +23,8 @@ authors' cuda-convnet definition of the CIFAR-10 net
 
 with a ReLU after every convolution, cccp6 included (so the class maps
 and the scores are >= 0), and weights drawn from N(0, 0.05^2), biases
-0 (its ``initW=0.05``). cuda-convnet rounds pooled sizes up (32 -> 16
+0 (its ``initW=0.05``; ``init="glorot"`` for inputs that are not
+whitened, see the code). cuda-convnet rounds pooled sizes up (32 -> 16
 -> 8): ``ceil_mode=True`` here. With 10 classes: 966,986 parameters.
 
 ``classifier="fc"`` is §4.6's comparison: the same three blocks, the
@@ -46,7 +47,7 @@ __all__ = ["NiN", "NIN_CIFAR10", "pooled_side"]
 NIN_CIFAR10 = ((5, 192, (160, 96)), (5, 192, (192, 192)),
                (3, 192, (192, None)))
 CLASSIFIERS = ("gap", "fc")
-INITS = ("paper", "torch")
+INITS = ("paper", "glorot", "torch")
 
 
 def pooled_side(size: int) -> int:
@@ -110,6 +111,13 @@ class NiN(nn.Module):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)) and init == "paper":
                 nn.init.normal_(m.weight, 0.0, 0.05)  # initW=0.05
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.Conv2d, nn.Linear)) and init == "glorot":
+                # For inputs that are not whitened (0..255 pixels minus
+                # the mean): std 0.05 scales the signal by 0.05 *
+                # sqrt(fan-in / 2) per ReLU layer, 0.2 to 0.5 here, and
+                # nine layers leave the class maps near zero.
+                nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
     def _block(self, x: torch.Tensor, b: int) -> torch.Tensor:
