@@ -238,6 +238,41 @@ def _init(r: dict) -> list[Evidence]:
                      [100 * (paper - d["chance_top1_error"])], sign=-1)]
 
 
+def _vgg(*pairs: tuple[str, float]):
+    """Paired differences of the VGG record, each against the paper's
+    Table 3 difference in top-1 points."""
+    return lambda r: [Evidence(key, r["details"]
+                               ["paired_differences_points"][key],
+                               paper=paper) for key, paper in pairs]
+
+
+def _no_gain(r: dict) -> list[Evidence]:
+    """VGG's A-LRN claim is that LRN does *not* help: passed when A-LRN
+    is not clearly better than A (mean below -2 standard errors)."""
+    d = r["details"]["paired_differences_points"]["A-LRN − A"]
+    n, mean = len(d), sum(d) / len(d)
+    std = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1)) if n > 1 \
+        else 0.0
+    clearly_better = mean < 0 and (n == 1 or -mean > 2 * std / math.sqrt(n))
+    return [Evidence("A-LRN not clearly better than A",
+                     [0.0 if clearly_better else 1.0], kind="check",
+                     of="comparisons")]
+
+
+def _lineage(r: dict) -> list[Evidence]:
+    d = r["details"]["differences_from_alexnet_points"]
+    return [Evidence(f"{net} − AlexNet", d[net], sign=-1)
+            for net in ("VGG", "GoogLeNet", "NiN") if net in d]
+
+
+def _inception(r: dict) -> list[Evidence]:
+    return [Evidence("module 3a multiply-adds", [float(r["ours"])],
+                     paper=128e6, kind="count", tolerance=0.02),
+            Evidence("measured speed-up of the reductions",
+                     [r["details"]["measured_speedup"]], sign=1,
+                     kind="factor")]
+
+
 def _count(paper: float, tolerance: float = 0.0, field: str = "ours"):
     return lambda r: [Evidence("", [float(r[field])], paper=paper,
                                kind="count", tolerance=tolerance)]
@@ -284,6 +319,19 @@ EVIDENCE: dict[str, Callable[[dict], list[Evidence] | str]] = {
     "zfnet_occlusion": _occlusion,
     "zfnet_first_layer": _zf_first_layer,
     "zfnet_transfer": _zf_transfer,
+    "lenet5_mnist": lambda r: [Evidence(
+        "", r["details"]["test_error_per_seed"], paper=0.95, kind="bound")],
+    "lenet5_cifar_grey": lambda r: "the papers give no number: the "
+                                   "chapter's own question",
+    "vgg_depth_cifar_proxy": _vgg(("D − A", -2.6), ("B − A", -0.9)),
+    "vgg_lrn_cifar_proxy": _no_gain,
+    "vgg_1x1_cifar_proxy": _vgg(("C − D", 1.1)),
+    "nin_gap_cifar_proxy": lambda r: [Evidence(
+        "", r["details"]["paired_differences_points"], paper=-1.18)],
+    "googlenet_vs_plain_cifar_proxy": lambda r: [Evidence(
+        "", r["details"]["paired_differences_points"], sign=-1)],
+    "inception_reductions": _inception,
+    "lineage_cifar_proxy": _lineage,
 }
 
 # Claims of the papers that no record measures, with the reason.
