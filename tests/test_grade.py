@@ -50,8 +50,7 @@ def test_every_stored_chapter_has_two_unanswered_self_checks():
 
 # Chapters that still have one self-check; none once every chapter has
 # its second (their stored runs take hours to repeat).
-CHAPTERS_WITH_ONE = {"3_1_relu.ipynb", "6_results.ipynb",
-                     "6_1_qualitative.ipynb"}
+CHAPTERS_WITH_ONE = {"6_results.ipynb", "6_1_qualitative.ipynb"}
 
 
 def test_unreadable_notebook_is_one_line_and_exit_2(tmp_path, capsys):
