@@ -17,7 +17,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from alexnet_lib.config import OptimConfig, cache_root
 from alexnet_lib.data.cifar_loader import CifarLoader
+from alexnet_lib.data.files import balanced_subset
 from alexnet_lib.evaluate import evaluate
 from alexnet_lib.optim import build_optimizer
 from alexnet_lib.train import seed_everything, train_one_epoch
@@ -175,9 +176,6 @@ def split_off(data, n: int):
     class, as ``files.balanced_subset`` picks them), for choosing a
     setting such as the learning rate without looking at the test set.
     """
-    from dataclasses import replace
-
-    from alexnet_lib.data.files import balanced_subset
     if not 1 <= n < len(data):
         raise ValueError(f"split_off: n must be in [1, {len(data) - 1}] "
                          f"for {len(data)} images, got {n}")
@@ -255,7 +253,6 @@ def run_arms(arms: dict[str, Arm], train, test, plan: ProxyPlan,
 
 def replace_plan(plan: ProxyPlan, changes: dict) -> ProxyPlan:
     """``plan`` with ``changes``; a misspelt field is a clear error."""
-    from dataclasses import fields, replace
     unknown = set(changes) - {f.name for f in fields(ProxyPlan)}
     if unknown:
         raise ValueError(f"ProxyPlan has no field(s) {sorted(unknown)}; "

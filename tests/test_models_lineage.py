@@ -423,6 +423,7 @@ def test_naive_and_reduced_inception_multiply_adds_match_the_formula():
     from alexnet_lib.models.googlenet import (INCEPTION_TABLE,
                                               NaiveInception,
                                               inception_madds)
+    from alexnet_lib.speed import count_flops
     spec = INCEPTION_TABLE["3a"]
     naive, reduced = NaiveInception(192, *spec), Inception(192, *spec)
     assert naive.out_channels == 64 + 128 + 32 + 192
@@ -430,10 +431,6 @@ def test_naive_and_reduced_inception_multiply_adds_match_the_formula():
     assert naive(x).shape == (2, 416, 28, 28)
     assert reduced(x).shape == (2, 256, 28, 28)
     for module, flag in ((naive, False), (reduced, True)):
-        macs = 0
-        for m in module.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                macs += 28 * 28 * m.out_channels * m.in_channels * \
-                    m.kernel_size[0] * m.kernel_size[1]
+        macs = count_flops(module, input_size=28)["forward"] // 2
         assert macs == inception_madds(192, spec, 28, reductions=flag)
     assert inception_madds(192, spec, 28, reductions=False) == 303_464_448

@@ -23,6 +23,7 @@ from torch import nn
 from alexnet_lib.layers import PAPER_LRN, LocalResponseNorm
 
 __all__ = ["AlexNet", "PAPER_LRN", "init_paper_", "init_caffe_",
+           "init_glorot_",
            "init_weights_", "feature_map_shapes", "check_choice",
            "check_options",
            "check_removed", "pool5_side", "conv1_padding", "check_input",
@@ -176,6 +177,16 @@ def init_caffe_(model: nn.Module, bias: float = 0.1) -> None:
             std = 0.005 if layer in ("fc6", "fc7") else 0.01
             nn.init.normal_(m.weight, mean=0.0, std=std)
             nn.init.constant_(m.bias, bias if layer in BIAS_ONE else 0.0)
+
+
+def init_glorot_(model: nn.Module) -> None:
+    """Glorot and Bengio (2010): every conv and linear weight uniform
+    with variance 2 / (fan-in + fan-out), biases 0 (the later networks'
+    CPU proxies: VGG, NiN, GoogLeNet)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 def init_weights_(model: nn.Module, init: str,

@@ -62,7 +62,8 @@ import torch
 from torch import nn
 
 from alexnet_lib.layers import PAPER_LRN, LocalResponseNorm
-from alexnet_lib.models.alexnet import check_choice, check_input
+from alexnet_lib.models.alexnet import (check_choice, check_input,
+                                        init_glorot_)
 
 __all__ = ["GoogLeNet", "Inception", "NaiveInception", "AuxClassifier",
            "INCEPTION_TABLE",
@@ -299,10 +300,7 @@ class GoogLeNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels, num_classes)
         if init == "glorot":
-            for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    nn.init.xavier_uniform_(m.weight)
-                    nn.init.zeros_(m.bias)
+            init_glorot_(self)
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.input_size, type(self).__name__)

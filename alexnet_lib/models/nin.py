@@ -38,7 +38,8 @@ import math
 import torch
 from torch import nn
 
-from alexnet_lib.models.alexnet import check_choice, check_input
+from alexnet_lib.models.alexnet import (check_choice, check_input,
+                                        init_glorot_)
 
 __all__ = ["NiN", "NIN_CIFAR10", "pooled_side"]
 
@@ -112,13 +113,12 @@ class NiN(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.Linear)) and init == "paper":
                 nn.init.normal_(m.weight, 0.0, 0.05)  # initW=0.05
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.Conv2d, nn.Linear)) and init == "glorot":
-                # For inputs that are not whitened (0..255 pixels minus
-                # the mean): std 0.05 scales the signal by 0.05 *
-                # sqrt(fan-in / 2) per ReLU layer, 0.2 to 0.5 here, and
-                # nine layers leave the class maps near zero.
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        if init == "glorot":
+            # For inputs that are not whitened (0..255 pixels minus the
+            # mean): std 0.05 scales the signal by 0.05 * sqrt(fan-in /
+            # 2) per ReLU layer, 0.2 to 0.5 here, and nine layers leave
+            # the class maps near zero.
+            init_glorot_(self)
 
     def _block(self, x: torch.Tensor, b: int) -> torch.Tensor:
         x = getattr(self, f"relu_conv{b}")(getattr(self, f"conv{b}")(x))

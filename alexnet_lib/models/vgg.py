@@ -39,7 +39,8 @@ import torch
 from torch import nn
 
 from alexnet_lib.layers import PAPER_LRN, LocalResponseNorm
-from alexnet_lib.models.alexnet import check_choice, check_input
+from alexnet_lib.models.alexnet import (check_choice, check_input,
+                                        init_glorot_)
 
 __all__ = ["VGG", "CONFIGS", "WEIGHT_LAYERS", "parse_layer"]
 
@@ -131,10 +132,7 @@ class VGG(nn.Module):
                     nn.init.normal_(m.weight, 0.0, 0.01)
                     nn.init.zeros_(m.bias)  # §3.1: biases 0
         elif init == "glorot":  # §3.1, the note after the submission
-            for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    nn.init.xavier_uniform_(m.weight)
-                    nn.init.zeros_(m.bias)
+            init_glorot_(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> pool5 output (B, C, S // 32, S // 32)."""

@@ -248,12 +248,10 @@ def _vgg(*pairs: tuple[str, float]):
 
 def _no_gain(r: dict) -> list[Evidence]:
     """VGG's A-LRN claim is that LRN does *not* help: passed when A-LRN
-    is not clearly better than A (mean below -2 standard errors)."""
+    is not clearly better than A (``judge``'s clarity rule applied to
+    "A-LRN lowers the error")."""
     d = r["details"]["paired_differences_points"]["A-LRN − A"]
-    n, mean = len(d), sum(d) / len(d)
-    std = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1)) if n > 1 \
-        else 0.0
-    clearly_better = mean < 0 and (n == 1 or -mean > 2 * std / math.sqrt(n))
+    clearly_better = judge(Evidence("", d, sign=-1))[0] == REPRODUCED
     return [Evidence("A-LRN not clearly better than A",
                      [0.0 if clearly_better else 1.0], kind="check",
                      of="comparisons")]
