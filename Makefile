@@ -7,12 +7,13 @@ STAMP  := $(VENV)/.installed
 ALEXNET_PROFILE ?= ci
 export ALEXNET_PROFILE
 
-.PHONY: help install book book-student book-offline notebooks test test-lib \
-    bench clean
+.PHONY: help install book book-student book-offline pdf notebooks test \
+    test-lib bench clean
 
 help:
 	@echo "make book   - set up .venv, build the book into _build/html"
 	@echo "make book-student - the same book without the solutions"
+	@echo "make pdf    - the book as one PDF (needs Chromium)"
 	@echo "make test   - set up .venv, run the library tests and the notebooks"
 	@echo "make bench  - CPU benchmarks (see benchmarks/)"
 
@@ -51,6 +52,12 @@ book-student: $(STAMP)
 	cp _build/student-src/notebooks-student.zip _build/student/_build/html/
 	@echo "The student edition is at \
 	    $(CURDIR)/_build/student/_build/html/index.html"
+
+# The book as one PDF, _build/html/alexnet-book.pdf: headless Chromium
+# prints the HTML pages joined in the order of _toc.yml (instructor
+# edition; see book/tools/print_pdf.py for the student one).
+pdf: book
+	$(PY) book/tools/print_pdf.py
 
 book-offline: $(STAMP)
 	@if [ ! -d book/vendor ]; then bash book/tools/vendor_js.sh; fi
