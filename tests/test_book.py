@@ -512,3 +512,69 @@ def test_every_page_was_looked_at(rendered):
     assert sorted(rendered) == sorted(toc_pages())
     assert {p.name for p in SCREENSHOTS.glob("*.png")} >= {
         d.replace("/", "_") + ".png" for d in toc_pages()}
+
+
+# The PDF: book/tools/print_pdf.py joins the pages and Chromium prints.
+sys.path.insert(0, str(REPO / "book" / "tools"))
+import print_pdf  # noqa: E402
+
+
+def _fake_page(title: str, script: str = "") -> str:
+    return (f"<html><head><title>{title}</title>"
+            f'<link rel="stylesheet" href="../_static/x.css">{script}</head>'
+            f'<body><nav>menu</nav><article class="bd-article">'
+            f"<h1>{title}</h1></article><footer>f</footer></body></html>")
+
+
+def test_print_page_joins_the_articles_in_toc_order(tmp_path):
+    (tmp_path / "book").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    toggle = '<script src="../_static/togglebutton.js?v=1"></script>'
+    (tmp_path / "book" / "intro.html").write_text(_fake_page("Intro",
+                                                             toggle))
+    (tmp_path / "notebooks" / "a.html").write_text(_fake_page("A"))
+    page = print_pdf.print_page(tmp_path, ["book/intro", "notebooks/a"])
+    assert page.index("<h1>Intro</h1>") < page.index("<h1>A</h1>")
+    assert page.count('class="print-chapter"') == 2
+    assert "menu" not in page and "togglebutton" not in page
+    assert '<link rel="stylesheet" href="../_static/x.css">' in page
+    assert print_pdf.toc_docnames(REPO / "_toc.yml")[:2] == [
+        "book/intro", "book/preface"]
+
+
+def test_print_pdf_without_a_build_is_one_line_and_exit_2(tmp_path,
+                                                          capsys):
+    assert print_pdf.main(["--html", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("print_pdf: ") and "make book" in err
+    assert err.count("\n") == 1
+
+
+def test_pdf_of_the_whole_book(build, tmp_path):
+    if chromium() is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    html_dir, _ = build
+    out = tmp_path / "book.pdf"
+    assert print_pdf.main(["--html", str(html_dir), "--out", str(out)]) == 0
+    data = out.read_bytes()
+    assert data.startswith(b"%PDF-")
+    # 25 pages of the book, several PDF pages each
+    assert print_pdf.pdf_pages(data) > 5 * len(print_pdf.toc_docnames(
+        REPO / "_toc.yml"))
+    assert not (html_dir / print_pdf.PRINT_PAGE).exists()
+
+
+def test_chapter_time_from_scratch_adds_networks_read_from_the_cache():
+    from book_scorecard import chapter_seconds
+    run = {"seed": 0, "seconds": 300.0, "cached": True}
+    fresh = {"seed": 1, "seconds": 200.0}
+    records = [
+        {"experiment": "a", "wall_time_s": 20.0,
+         "details": {"runs": {"x": [run, fresh]}}},
+        # the same cached run in a second record counts once
+        {"experiment": "b", "wall_time_s": 30.0,
+         "details": {"runs": {"y": [dict(run)]}}},
+        {"experiment": "full_size_imagenette_seed0", "wall_time_s": 3600.0,
+         "details": {}}]
+    assert chapter_seconds(records) == (30.0, 30.0 + 300.0 + 3600.0)
+    assert chapter_seconds(records[:1]) == (20.0, 320.0)
