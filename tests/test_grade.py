@@ -38,19 +38,22 @@ def test_verdicts_read_each_self_check_cell(tmp_path, capsys):
 
 def test_every_stored_chapter_has_two_unanswered_self_checks():
     """As stored, each chapter's self-checks ran and say "not answered"
-    (the reader has not answered yet); at least two per chapter."""
-    low = {}
+    (the reader has not answered yet); at least two per chapter, and
+    each one's verdict goes through check_answer (so a right answer
+    prints the ✅ that grade.py counts)."""
+    counts = {}
     for path in sorted(REPO.glob("notebooks/*.ipynb")):
-        found = grade.verdicts(json.loads(path.read_text()))
+        nb = json.loads(path.read_text())
+        found = grade.verdicts(nb)
         assert set(found) <= {"not answered"}, (path.name, found)
-        if len(found) < 2:
-            low[path.name] = len(found)
-    assert not low or set(low) <= CHAPTERS_WITH_ONE, low
-
-
-# Chapters that still have one self-check; none once every chapter has
-# its second (their stored runs take hours to repeat).
-CHAPTERS_WITH_ONE = {"6_results.ipynb", "6_1_qualitative.ipynb"}
+        counts[path.name] = len(found)
+        for cell in nb["cells"]:
+            source = "".join(cell["source"])
+            if source.lstrip().startswith("# Self-check"):
+                assert "check_answer(" in source or "✅" in source, (
+                    path.name, source[:60])
+    assert len(counts) == 16
+    assert min(counts.values()) >= 2, counts
 
 
 def test_unreadable_notebook_is_one_line_and_exit_2(tmp_path, capsys):
