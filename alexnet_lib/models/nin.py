@@ -116,8 +116,9 @@ class NiN(nn.Module):
         if init == "glorot":
             # For inputs that are not whitened (0..255 pixels minus the
             # mean): std 0.05 scales the signal by 0.05 * sqrt(fan-in /
-            # 2) per ReLU layer, 0.2 to 0.5 here, and nine layers leave
-            # the class maps near zero.
+            # 2) per ReLU layer (0.22 to 0.87 at width 0.25, 0.31 to
+            # 1.73 at full width), about 1/26,000 and 1/100 over the
+            # nine layers, which leaves the class maps near zero.
             init_glorot_(self)
 
     def _block(self, x: torch.Tensor, b: int) -> torch.Tensor:
