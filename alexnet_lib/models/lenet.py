@@ -234,7 +234,8 @@ class LeNet5(nn.Module):
             # DEVIATION: the paper's output layer is Euclidean RBF units
             # with fixed prototypes (§II.B); a trainable 84 -> 10
             # layer is how later summaries draw it (the usual one now),
-            # trains with cross-entropy, and keeps the 60,850 count.
+            # trains with cross-entropy, and adds 850 trainable
+            # parameters to the paper's 60,000 (60,850).
             self.output = nn.Linear(84, num_classes)
             bound = 2.4 / 84
             nn.init.uniform_(self.output.weight, -bound, bound)
