@@ -176,6 +176,21 @@ class EpochStats:
         self.steps += 1
         self.seconds += seconds
 
+    def state(self) -> dict[str, Any]:
+        """What a mid-epoch checkpoint keeps, so that a resumed epoch
+        reports the loss and error of all its updates, not only of those
+        after the resume."""
+        return {"sums": self.sums.tolist(), "steps": self.steps,
+                "seconds": self.seconds}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None) -> "EpochStats":
+        stats = cls()
+        if state:
+            stats.sums = torch.tensor(state["sums"], dtype=torch.float64)
+            stats.steps, stats.seconds = state["steps"], state["seconds"]
+        return stats
+
     def summary(self) -> dict[str, float]:
         n = max(self.sums[2].item(), 1.0)
         return {"loss": self.sums[0].item() / n,
@@ -259,8 +274,9 @@ def _save(path: Path, cfg: TrainConfig, model, optimizer, schedule,
           run: dict[str, Any]) -> None:
     """Every rank's RNG state goes in; rank 0 writes the file.
 
-    ``run``: run_id, segment, and the metrics log whose unwritten rows
-    travel in the checkpoint.
+    ``run``: run_id, segment, the metrics log whose unwritten rows
+    travel in the checkpoint, and the running sums of the epoch so far
+    (None at an epoch's end).
     """
     rngs = all_gather_object(rng_state())
     if is_main():
@@ -273,7 +289,8 @@ def _save(path: Path, cfg: TrainConfig, model, optimizer, schedule,
                         config=cfg.to_dict(), model_name=cfg.model,
                         model_options=_plain_options(cfg.model_options),
                         run_id=run["run_id"], segment=run["segment"],
-                        pending_metrics=list(log.pending))
+                        pending_metrics=list(log.pending),
+                        epoch_stats=run.get("epoch_stats"))
     barrier()
 
 
@@ -308,7 +325,10 @@ def fit(cfg: TrainConfig, resume_from: str | Path | None = None,
                 run.train_loader.set_epoch(run.epoch,
                                            start_step=run.step_in_epoch)
                 batches = _batches(run.train_loader)
-                stats, bar = EpochStats(), run.bar(n_batches)
+                # a resumed epoch goes on with the sums of its first part
+                stats = run.stats = EpochStats.from_state(run.carried_stats)
+                run.carried_stats = None
+                bar = run.bar(n_batches)
                 run.model.train()
                 clock = time.perf_counter()
                 while run.step_in_epoch < n_batches:
@@ -461,6 +481,11 @@ class _Run:
             self.epoch = ckpt["epoch"]
             self.step_in_epoch = ckpt["step_in_epoch"]
             self.global_step = ckpt["global_step"]
+        # the running loss and error of the epoch a checkpoint stopped in
+        # (absent from checkpoints written before they were kept)
+        self.carried_stats = ((ckpt or {}).get("epoch_stats")
+                              if self.step_in_epoch else None)
+        self.stats = EpochStats()
         self.saved_at = (self.epoch, self.step_in_epoch)
         self.run_id, self.segment = resume.run_identity(self.out, ckpt)
         self.metrics = runlog.MetricsLog(self.out / runlog.METRICS_FILE)
@@ -524,7 +549,10 @@ class _Run:
               self.schedule, self.epoch, self.step_in_epoch,
               self.global_step, {"run_id": self.run_id,
                                  "segment": self.segment,
-                                 "metrics": self.metrics})
+                                 "metrics": self.metrics,
+                                 "epoch_stats": (self.stats.state()
+                                                 if self.step_in_epoch
+                                                 else None)})
         self.saved_at = (self.epoch, self.step_in_epoch)
         timer.reset()
 

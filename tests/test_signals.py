@@ -86,6 +86,12 @@ def test_sigterm_saves_exits_143_and_resume_matches(cifar_dir, tmp_path):
     a, b = _model(tmp_path / "straight"), _model(out)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    # the interrupted epoch reports the loss and error of all its
+    # updates, as the straight run does, not only of those after resuming
+    from alexnet_lib.runlog import read_metrics
+    first = [[(r["train_loss"], r["train_error"]) for r in read_metrics(o)
+              if r["kind"] == "epoch"] for o in (tmp_path / "straight", out)]
+    assert first[0] and first[0] == first[1]
 
 
 def test_fit_stops_between_updates_in_process(cifar_dir, tmp_path,
