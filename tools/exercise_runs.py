@@ -15,7 +15,9 @@ raised one. The records go into ``results/exercises/<profile>.json``
 a hash of the solution's code, so a test can tell when a solution
 changed after its record was made.
 
-``--store`` also writes each executed chapter back to ``notebooks/``
+Without ``--store`` the records a chapter writes go to a temporary
+folder, so ``results/`` keeps those of the stored pages; ``--store``
+also writes each executed chapter back to ``notebooks/``
 (all its cells run, ``NB.finish()`` included, before the solutions), so
 one execution re-stores the page and records its solutions. ``--list``
 prints the solutions that have code, without running them.
@@ -30,6 +32,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -89,14 +92,35 @@ def run_chapter(path: Path, profile: str, store: bool = False) -> dict:
     executed chapter is written back to ``path`` before the solutions
     run, so one execution both re-stores the page and records them."""
     import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
     wanted = solutions(nb)
     os.environ["ALEXNET_PROFILE"] = profile
+    # Without store the chapter's records go to a scratch folder, so
+    # results/ keeps those of the stored page (the kernel inherits this
+    # process's environment when it starts).
+    scratch = None if store else tempfile.TemporaryDirectory()
+    saved = os.environ.get("ALEXNET_RESULTS")
+    if scratch is not None:
+        os.environ["ALEXNET_RESULTS"] = scratch.name
+    try:
+        return _execute(nb, path, wanted, store)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+            if saved is None:
+                os.environ.pop("ALEXNET_RESULTS", None)
+            else:
+                os.environ["ALEXNET_RESULTS"] = saved
+
+
+def _execute(nb, path: Path, wanted: dict[str, str], store: bool) -> dict:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
     client = NotebookClient(nb, timeout=4 * 3600, kernel_name="python3",
-                            store_widget_state=store,
+                            store_widget_state=True,
                             resources={"metadata": {"path": str(path.parent)}})
     records = {}
     start = time.perf_counter()
