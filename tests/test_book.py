@@ -578,3 +578,7 @@ def test_chapter_time_from_scratch_adds_networks_read_from_the_cache():
          "details": {}}]
     assert chapter_seconds(records) == (30.0, 30.0 + 300.0 + 3600.0)
     assert chapter_seconds(records[:1]) == (20.0, 320.0)
+    from book_scorecard import _reading_order
+    assert sorted(["10_after_alexnet", "6_1_qualitative", "6_results",
+                   "2_dataset"], key=_reading_order) == [
+        "2_dataset", "6_results", "6_1_qualitative", "10_after_alexnet"]

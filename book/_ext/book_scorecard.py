@@ -14,6 +14,7 @@ torch), so the book builds in seconds.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from docutils import nodes
@@ -189,6 +190,12 @@ def chapter_seconds(records: list[dict]) -> tuple[float, float]:
     return max(own), max(own) + sum(again.values())
 
 
+def _reading_order(chapter: str) -> tuple[int, ...]:
+    """'6_1_qualitative' -> (6, 1), '10_after_alexnet' -> (10,)."""
+    found = re.match(r"\d+(?:_\d+)*", chapter)
+    return tuple(int(n) for n in found.group().split("_")) if found else ()
+
+
 def ci_seconds(srcdir: str) -> dict[str, float]:
     """Chapter -> seconds of its last execution under ci, from the
     exercise runs' record (tools/exercise_runs.py), when there is one."""
@@ -215,7 +222,8 @@ class ChapterTimesDirective(ScorecardDirective):
                                          "yet.")]
         ci = ci_seconds(self.env.srcdir)
         rows = []
-        for c, records in sorted(by_chapter.items()):
+        for c, records in sorted(by_chapter.items(),
+                                 key=lambda kv: _reading_order(kv[0])):
             stored, scratch = chapter_seconds(records)
             latest = max(records, key=lambda r: r["date"])
             rows.append([self._chapter(c), [nodes.Text(latest["profile"])],
@@ -234,7 +242,7 @@ class ChapterTimesDirective(ScorecardDirective):
             "as make test runs it."))
         return [table(["Chapter", "Profile", "Hardware", "Stored run",
                        "From scratch", "ci", "Date"], rows,
-                      [26, 7, 25, 10, 11, 8, 13]), note]
+                      [26, 7, 21, 10, 11, 10, 15]), note]
 
 
 def _chart(counts: dict[str, int]) -> nodes.raw:
