@@ -112,3 +112,16 @@ def test_directive_renders_each_profile(tmp_path):
     assert book_exercises.find(records, "ex-b") == {}
     assert book_exercises.seconds(0.44) == "0.4 s"
     assert book_exercises.seconds(600) == "10.0 min"
+    assert book_exercises.printed(
+        "VGG-E seed 0:   0%|          | 0/1 [00:00<?, ?epoch/s]\n"
+        "+1.00 ± 0.95\n") == "+1.00 ± 0.95"
+
+
+def test_printed_keeps_stdout_results_and_the_error():
+    outputs = [
+        {"output_type": "stream", "name": "stderr", "text": ["bar 0%|\n"]},
+        {"output_type": "stream", "name": "stdout", "text": ["0.25\n"]},
+        {"output_type": "execute_result", "data": {"text/plain": ["42"]}},
+        {"output_type": "error", "ename": "ValueError", "evalue": "bad"}]
+    assert exercise_runs._printed(outputs) == ("0.25\n42\n",
+                                               "ValueError: bad")

@@ -72,8 +72,8 @@ def _printed(outputs: list[dict]) -> tuple[str, str | None]:
     text, error = [], None
     for out in outputs:
         kind = out.get("output_type")
-        if kind == "stream":
-            text.append("".join(out.get("text", "")))
+        if kind == "stream" and out.get("name") == "stdout":
+            text.append("".join(out.get("text", "")))  # not progress bars
         elif kind in ("execute_result", "display_data"):
             data = out.get("data", {})
             if "text/plain" in data:

@@ -14,6 +14,7 @@ solution cannot quote a number that no run printed.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from docutils import nodes
@@ -44,6 +45,16 @@ def find(records: dict[str, dict], label: str) -> dict[str, tuple]:
             if label in chapter["solutions"]:
                 found[profile] = (chapter, chapter["solutions"][label])
     return found
+
+
+# a progress bar's line, e.g. "VGG-E seed 0:  40%|####  | 2/5 [00:03<...]"
+PROGRESS = re.compile(r"^.*\d+%\|.*\|.*\]\s*$")
+
+
+def printed(text: str) -> str:
+    """What the solution printed, without progress-bar lines."""
+    return "\n".join(line for line in text.splitlines()
+                     if not PROGRESS.match(line)).strip("\n")
 
 
 def seconds(s: float) -> str:
@@ -78,8 +89,8 @@ class ExerciseRunDirective(SphinxDirective):
                 head += f"; it raised {sol['error']}"
             head += "." + CAVEAT.get(profile, "")
             out.append(nodes.paragraph(text=head))
-            if sol["printed"].strip():
-                text = sol["printed"].rstrip("\n")
+            text = printed(sol["printed"])
+            if text:
                 out.append(nodes.literal_block(text, text))
         return out
 
