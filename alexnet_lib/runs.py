@@ -91,7 +91,7 @@ IMAGENETTE_PLANS = {
         FULL_SIZE, image_size=112, resize=128, train_subset=160,
         val_subset=50, epochs=1, batch_size=32, patience=1,
         snapshot_epochs=(1,)),
-    # cpu: the full-size run itself (about an hour on two CPU cores)
+    # cpu: the full-size run itself (40-45 minutes on two CPU cores)
     "cpu": FULL_SIZE,
     "gpu": dataclasses.replace(FULL_SIZE, epochs=90, workers=8),
 }
