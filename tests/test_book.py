@@ -32,6 +32,9 @@ from book_deviations import scan  # noqa: E402
 from book_launch import kaggle_url  # noqa: E402
 from book_scorecard import SCHEMA, check_record  # noqa: E402
 
+sys.path.insert(0, str(REPO / "book" / "tools"))
+import print_pdf  # noqa: E402
+
 CHAPTER = "notebooks/3_5_overall_architecture"
 LRN_CHAPTER = "notebooks/3_3_local_response_normalization"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -213,9 +216,7 @@ MIME_ORDER = ["application/vnd.jupyter.widget-view+json",
 
 def toc_pages() -> list[str]:
     """Every page of the book, in the order of _toc.yml."""
-    toc = yaml.safe_load((REPO / "_toc.yml").read_text(encoding="utf-8"))
-    return [toc["root"]] + [chapter["file"] for part in toc["parts"]
-                            for chapter in part["chapters"]]
+    return print_pdf.toc_docnames(REPO / "_toc.yml")
 
 
 def shown_mime(output: dict) -> str | None:
@@ -414,11 +415,7 @@ MAX_SHOT_HEIGHT = 16_000  # Chromium draws nothing below ~16k px
 SCREENSHOTS = REPO / "_build" / "screenshots"
 
 
-def chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
+chromium = print_pdf.chromium
 
 
 def run_chromium(browser: str, *args: str) -> subprocess.CompletedProcess:
@@ -515,8 +512,6 @@ def test_every_page_was_looked_at(rendered):
 
 
 # The PDF: book/tools/print_pdf.py joins the pages and Chromium prints.
-sys.path.insert(0, str(REPO / "book" / "tools"))
-import print_pdf  # noqa: E402
 
 
 def _fake_page(title: str, script: str = "") -> str:

@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             for label, code in solutions(nb).items():
                 print(f"{path.stem} {label} {code.count(chr(10)) + 1} lines")
         return 0
+    import torch
+
     from alexnet_lib.sysinfo import git_commit, hardware_summary
     out = args.json or ROOT / "results" / "exercises" / f"{args.profile}.json"
     record = (json.loads(out.read_text()) if out.is_file()
@@ -186,7 +188,6 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         print(f"{path.stem} under {args.profile}", flush=True)
         chapter = run_chapter(path, args.profile, args.store)
-        import torch
         chapter.update(
             date=datetime.date.today().isoformat(), commit=git_commit(),
             hardware=hardware_summary(), torch=torch.__version__)

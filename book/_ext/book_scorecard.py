@@ -24,6 +24,7 @@ from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
 from book_deviations import inline, mark_generated, table
+from book_exercises import load as load_exercise_runs
 from book_verdicts import (NOT_TESTED, RULE, UNTESTED, VERDICTS,
                            verdict_counts, verdict_of)
 
@@ -199,10 +200,7 @@ def _reading_order(chapter: str) -> tuple[int, ...]:
 def ci_seconds(srcdir: str) -> dict[str, float]:
     """Chapter -> seconds of its last execution under ci, from the
     exercise runs' record (tools/exercise_runs.py), when there is one."""
-    path = Path(srcdir) / "results" / "exercises" / "ci.json"
-    if not path.is_file():
-        return {}
-    chapters = json.loads(path.read_text(encoding="utf-8"))["chapters"]
+    chapters = load_exercise_runs(srcdir).get("ci", {}).get("chapters", {})
     return {c: r["chapter_seconds"] for c, r in chapters.items()}
 
 

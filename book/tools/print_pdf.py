@@ -65,9 +65,8 @@ def article(page: str) -> str:
 def head(page: str) -> str:
     """The page's <head> without the scripts not wanted in print."""
     inner = page[page.index("<head>") + 6:page.index("</head>")]
-    kept = [m for m in re.split(r"(?=<script)", inner)]
     out = []
-    for piece in kept:
+    for piece in re.split(r"(?=<script)", inner):
         if piece.startswith("<script") and any(
                 s in piece[:piece.find(">") + 1] for s in SKIP_SCRIPTS):
             piece = piece[piece.index("</script>") + len("</script>"):]
