@@ -8,12 +8,13 @@ layer (unshared weights), used by Krizhevsky's CIFAR-10 nets.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["local_response_norm", "LocalResponseNorm",
+__all__ = ["local_response_norm", "LocalResponseNorm", "lrn_max_pool",
            "LocallyConnected2d", "PAPER_LRN"]
 
 # §3.3: "k = 2, n = 5, alpha = 10^-4, and beta = 0.75", the one place
@@ -260,6 +261,115 @@ class _LocalResponseNormC(torch.autograd.Function):
         rows, opts = _kernel_layout(x, size, alpha, beta, k, groups)
         kernel.backward(x, g, gx, rows, opts, torch.get_num_threads())
         return gx, None, None, None, None, None, None
+
+
+class _LRNMaxPoolC(torch.autograd.Function):
+    """LRN, then max-pooling, in one pass each way through the compiled
+    kernel (``lrn_pool_forward``/``lrn_pool_backward`` in ``lrn.c``).
+    The LRN output never goes to memory; only the input and one byte per
+    pooled value (where in its window the maximum sat) are saved. Equal
+    bit for bit to ``max_pool2d(local_response_norm(x))``, value and
+    gradient (tests/test_lrn_kernel.py)."""
+
+    @staticmethod
+    def forward(ctx, x, size, alpha, beta, k, groups, z, s, kernel):
+        from alexnet_lib.kernels import pool_opts
+        b, c, h, w = x.shape
+        _, opts = _kernel_layout(x, size, alpha, beta, k, groups)
+        geometry = pool_opts(b, h, w, groups, z, s)
+        shape, layout = (b, c, geometry.Ho, geometry.Wo), _memory_format(x)
+        out = torch.empty(shape, dtype=x.dtype, memory_format=layout)
+        where = torch.empty(shape, dtype=torch.uint8, memory_format=layout)
+        kernel.pool_forward(x, out, where, opts, geometry,
+                            torch.get_num_threads())
+        ctx.save_for_backward(x, where)
+        ctx.options = (size, alpha, beta, k, groups, z, s, kernel)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, where = ctx.saved_tensors
+        size, alpha, beta, k, groups, z, s, kernel = ctx.options
+        if torch.is_grad_enabled():  # create_graph: differentiable path
+            with torch.enable_grad():
+                y = F.max_pool2d(
+                    _lrn_reference(x, size, alpha, beta, k, groups), z, s)
+            gx, = torch.autograd.grad(y, x, g, create_graph=True)
+            return (gx,) + (None,) * 8
+        from alexnet_lib.kernels import pool_opts
+        g = g.to(x.dtype).contiguous(memory_format=_memory_format(x))
+        gx = torch.empty_like(x)
+        _, opts = _kernel_layout(x, size, alpha, beta, k, groups)
+        geometry = pool_opts(*x.shape[:1], *x.shape[2:], groups, z, s)
+        kernel.pool_backward(x, g, where, gx, opts, geometry,
+                             torch.get_num_threads())
+        return (gx,) + (None,) * 8
+
+
+# Fuse LRN with the max-pooling after it on CPUs (``lrn_max_pool``);
+# ALEXNET_FUSE_LRN_POOL=0 keeps them apart (same numbers, slower).
+FUSE_LRN_POOL = os.environ.get("ALEXNET_FUSE_LRN_POOL", "1") != "0"
+
+
+def _hooked(module: nn.Module) -> bool:
+    from torch.nn.modules import module as m
+    own = (module._forward_hooks, module._forward_pre_hooks,
+           module._backward_hooks, getattr(module, "_backward_pre_hooks", {}))
+    every = (m._global_forward_hooks, m._global_forward_pre_hooks,
+             m._global_backward_hooks,
+             getattr(m, "_global_backward_pre_hooks", {}))
+    return any(own) or any(every)
+
+
+def _square(v) -> int | None:
+    a, b = _pair(v)
+    return a if a == b else None
+
+
+def _fusable_pool(pool: nn.Module) -> tuple[int, int] | None:
+    """(z, s) of a max-pooling the fused kernel computes, else None."""
+    if type(pool) is not nn.MaxPool2d or pool.ceil_mode or \
+            pool.return_indices:
+        return None
+    z, s = _square(pool.kernel_size), _square(pool.stride)
+    if (z is None or s is None or _pair(pool.padding) != (0, 0)
+            or _pair(pool.dilation) != (1, 1) or not 1 <= z <= 15):
+        return None
+    return z, s
+
+
+def lrn_max_pool(lrn: nn.Module, pool: nn.Module,
+                 x: torch.Tensor) -> torch.Tensor:
+    """``pool(lrn(x))``: the paper's normalisation and the max-pooling
+    after it (§3.3, §3.4).
+
+    On a CPU with the compiled kernel, for float32 or bfloat16 maps and
+    a pooling without padding, both run as one operation that never
+    writes the LRN output to memory (forward) or its gradient (backward):
+    the same numbers, bit for bit, in less time. Anywhere else, or when
+    either module has hooks (which must see the LRN output), the two
+    modules run one after the other.
+    """
+    geometry = _fusable_pool(pool)
+    if (not FUSE_LRN_POOL or geometry is None
+            or not isinstance(lrn, LocalResponseNorm)
+            or x.device.type != "cpu" or x.dim() != 4
+            or x.dtype not in (torch.float32, torch.bfloat16)
+            or _compiling() or x.numel() == 0
+            or min(x.shape[2:]) < geometry[0]
+            or x.shape[1] % lrn.groups or _hooked(lrn) or _hooked(pool)):
+        return pool(lrn(x))
+    x = x.contiguous(memory_format=_memory_format(x))
+    if x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last):
+        return pool(lrn(x))  # a layout both ways: leave it to PyTorch
+    from alexnet_lib.kernels import lrn_kernel
+    kernel = lrn_kernel()
+    if kernel is None:
+        return pool(lrn(x))
+    alpha = lrn.alpha / lrn.size if lrn.scale_by_size else lrn.alpha
+    return _LRNMaxPoolC.apply(x, lrn.size, alpha, lrn.beta, lrn.k,
+                              lrn.groups, *geometry, kernel)
 
 
 def _kernel_layout(x, size, alpha, beta, k, groups):

@@ -208,3 +208,206 @@ def test_a_forked_child_gets_its_own_threads(kernel):
 def _lrn_in_child(x):
     torch.set_num_threads(2)
     return local_response_norm(x, groups=2)
+
+
+# --- LRN fused with the max-pooling after it (layers.lrn_max_pool) ---
+
+def _bits(t):
+    return t.view(torch.int16 if t.dtype == torch.bfloat16 else torch.int32)
+
+
+def _pool_both_ways(lrn, pool, x, g, monkeypatch):
+    """(output, gradient) fused and apart, and whether fusion ran."""
+    ran = []
+    apply = layers._LRNMaxPoolC.apply
+    monkeypatch.setattr(layers._LRNMaxPoolC, "apply",
+                        lambda *a: ran.append(1) or apply(*a))
+    out = []
+    for fuse in (True, False):
+        monkeypatch.setattr(layers, "FUSE_LRN_POOL", fuse)
+        out.append(_forward_backward(
+            lambda t: layers.lrn_max_pool(lrn, pool, t), x, g))
+    return out, len(ran)
+
+
+# (shape, groups, z, s): the paper's pools on conv1-like and conv2-like
+# maps, non-overlapping and stride-1 pools, a row wider than a panel of
+# 64 positions, channels_last rows of more than 64 lines
+POOLS = [((2, 96, 55, 55), 2, 3, 2), ((3, 16, 13, 13), 2, 3, 2),
+         ((2, 8, 12, 12), 1, 2, 2), ((2, 6, 9, 10), 1, 2, 1),
+         ((1, 4, 7, 70), 2, 3, 3), ((2, 130, 6, 6), 1, 3, 2)]
+
+
+@pytest.mark.parametrize("shape,groups,z,s", POOLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("ties", [False, True])
+def test_fused_lrn_and_pool_equal_the_two_layers_bit_for_bit(
+        kernel, monkeypatch, shape, groups, z, s, dtype, channels_last,
+        ties):
+    gen = torch.Generator().manual_seed(sum(shape) + z + s)
+    if ties:  # few distinct values: equal maxima in most windows
+        x = torch.relu(torch.randint(-2, 4, shape, generator=gen) * 7.0)
+    else:
+        x = torch.relu(torch.randn(shape, generator=gen)) * 30
+    b, c, h, w = shape
+    g = torch.randn(b, c, (h - z) // s + 1, (w - z) // s + 1, generator=gen)
+    x, g = x.to(dtype), g.to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        g = g.contiguous(memory_format=torch.channels_last)
+    lrn = layers.LocalResponseNorm(groups=groups)
+    (fused, apart), ran = _pool_both_ways(lrn, torch.nn.MaxPool2d(z, s), x,
+                                          g, monkeypatch)
+    assert ran == 1  # the fused kernel computed the first
+    for a, b_ in zip(fused, apart):
+        assert a.dtype == b_.dtype and a.stride() == b_.stride()
+        assert torch.equal(_bits(a), _bits(b_))  # every bit, even -0
+
+
+@pytest.mark.parametrize("size,beta,scale_by_size", [(3, 0.5, True),
+                                                     (4, 0.6, False),
+                                                     (1, 0.75, False)])
+def test_fused_any_n_beta_and_convention(kernel, monkeypatch, size, beta,
+                                         scale_by_size):
+    torch.manual_seed(20)
+    x = torch.relu(torch.randn(2, 12, 11, 11)) * 30
+    g = torch.randn(2, 12, 5, 5)
+    lrn = layers.LocalResponseNorm(size, 1e-3, beta, 1.5, scale_by_size)
+    (fused, apart), ran = _pool_both_ways(lrn, torch.nn.MaxPool2d(3, 2), x,
+                                          g, monkeypatch)
+    assert ran == 1
+    assert all(torch.equal(_bits(a), _bits(b)) for a, b in zip(fused, apart))
+
+
+def test_fused_nan_and_infinity_as_pytorch_pools_them(kernel, monkeypatch):
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.relu(torch.randn(2, 8, 9, 9)) * 30
+        x[0, 3, 2, 2], x[1, 5, 4, 5] = float("nan"), float("inf")
+        x, g = x.to(dtype), torch.randn(2, 8, 4, 4).to(dtype)
+        (fused, apart), _ = _pool_both_ways(
+            layers.LocalResponseNorm(), torch.nn.MaxPool2d(3, 2), x, g,
+            monkeypatch)
+        for a, b in zip(fused, apart):
+            assert torch.equal(a.isnan(), b.isnan())
+            assert torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+def test_fused_threads_split_the_work_without_changing_a_bit(kernel):
+    torch.manual_seed(21)
+    x = (torch.relu(torch.randn(5, 96, 27, 27)) * 30).bfloat16()
+    x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(5, 96, 13, 13).bfloat16()
+    lrn, pool = layers.LocalResponseNorm(groups=2), torch.nn.MaxPool2d(3, 2)
+    before, results = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(_forward_backward(
+                lambda t: layers.lrn_max_pool(lrn, pool, t), x, g))
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        assert all(torch.equal(_bits(a), _bits(b))
+                   for a, b in zip(other, results[0]))
+
+
+def test_fusion_steps_aside_where_it_cannot_hold(kernel, monkeypatch):
+    torch.manual_seed(22)
+    x = torch.relu(torch.randn(2, 8, 9, 9)) * 30
+    lrn = layers.LocalResponseNorm()
+    cases = {  # each computes pool(lrn(x)) with the layers apart
+        "ceil_mode": (lrn, torch.nn.MaxPool2d(3, 2, ceil_mode=True)),
+        "padding": (lrn, torch.nn.MaxPool2d(3, 2, padding=1)),
+        "dilation": (lrn, torch.nn.MaxPool2d(3, 2, dilation=2)),
+        "an average pool": (lrn, torch.nn.AvgPool2d(3, 2)),
+        "no LRN": (torch.nn.Identity(), torch.nn.MaxPool2d(3, 2)),
+        "float64": (lrn, torch.nn.MaxPool2d(3, 2)),
+    }
+    ran = []
+    apply = layers._LRNMaxPoolC.apply
+    monkeypatch.setattr(layers._LRNMaxPoolC, "apply",
+                        lambda *a: ran.append(1) or apply(*a))
+    for name, (norm, pool) in cases.items():
+        t = x.double() if name == "float64" else x
+        torch.testing.assert_close(layers.lrn_max_pool(norm, pool, t),
+                                   pool(norm(t)), rtol=0, atol=0)
+    assert ran == []
+    # a hook must see the LRN output, so a hooked layer runs on its own
+    seen = []
+    handle = lrn.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    layers.lrn_max_pool(lrn, torch.nn.MaxPool2d(3, 2), x)
+    handle.remove()
+    assert seen == [(2, 8, 9, 9)] and ran == []
+    monkeypatch.setattr(layers, "FUSE_LRN_POOL", False)  # the switch
+    layers.lrn_max_pool(lrn, torch.nn.MaxPool2d(3, 2), x)
+    assert ran == []
+    monkeypatch.setattr(layers, "FUSE_LRN_POOL", True)
+    layers.lrn_max_pool(lrn, torch.nn.MaxPool2d(3, 2), x)
+    assert ran == [1]
+
+
+def test_fused_second_derivatives_take_the_plain_formula(kernel):
+    torch.manual_seed(23)
+    x = (torch.relu(torch.randn(1, 6, 7, 7)) * 3).requires_grad_()
+    lrn, pool = layers.LocalResponseNorm(), torch.nn.MaxPool2d(3, 2)
+    gx, = torch.autograd.grad(layers.lrn_max_pool(lrn, pool, x).sum(), x,
+                              create_graph=True)
+    assert gx.requires_grad  # differentiable again
+    want, = torch.autograd.grad(pool(lrn(x)).sum(), x)
+    torch.testing.assert_close(gx.detach(), want, rtol=1e-6, atol=1e-7)
+    (gx * gx).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_paper_alexnet_trains_the_same_fused_or_apart(kernel, monkeypatch):
+    # one SGD step of the paper's network: loss and every gradient equal
+    # to the bit with LRN and pooling fused or apart, in float32 and in
+    # the cpu profile's bf16 autocast with channels_last
+    from alexnet_lib.models import create_model
+    for bf16 in (False, True):
+        grads = []
+        for fuse in (True, False):
+            monkeypatch.setattr(layers, "FUSE_LRN_POOL", fuse)
+            torch.manual_seed(24)
+            model = create_model("alexnet", num_classes=10)
+            x = torch.randn(2, 3, 224, 224) * 60
+            if bf16:
+                model = model.to(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                loss = torch.nn.functional.cross_entropy(
+                    model(x), torch.tensor([1, 7]))
+            loss.backward()
+            grads.append([loss.detach()] + [p.grad for p in
+                                             model.parameters()])
+        assert all(torch.equal(_bits(a), _bits(b))
+                   for a, b in zip(*grads))
+
+
+def test_openmp_and_python_threads_builds_agree(kernel, monkeypatch,
+                                                tmp_path):
+    # where PyTorch runs GNU OpenMP the kernel shares its threads; a
+    # build without OpenMP (elsewhere) splits the work on Python threads
+    if kernels._compiler() is None:
+        pytest.skip("no C compiler here")
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
+    plain = kernels._Kernel(kernels._build_with(kernels.FLAGS))
+    assert not plain.openmp
+    assert kernel.openmp == kernels._torch_runs_gnu_openmp()
+    torch.manual_seed(25)
+    x = (torch.relu(torch.randn(3, 32, 15, 15)) * 30).bfloat16()
+    g = torch.randn(3, 32, 7, 7).bfloat16()
+    lrn, pool = layers.LocalResponseNorm(groups=2), torch.nn.MaxPool2d(3, 2)
+    results = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for k in (kernel, plain):
+            monkeypatch.setitem(kernels._state, "kernel", k)
+            results.append(_forward_backward(
+                lambda t: layers.lrn_max_pool(lrn, pool, t), x, g)
+                + _forward_backward(lambda t: lrn(t), x, torch.ones_like(x)))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(_bits(a), _bits(b)) for a, b in zip(*results))

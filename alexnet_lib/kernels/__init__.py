@@ -50,6 +50,11 @@ class _Opts(ctypes.Structure):
                 ("bf16", ctypes.c_int)]
 
 
+class _PoolOpts(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int64) for name in
+                ("B", "H", "W", "groups", "z", "s", "Ho", "Wo")]
+
+
 def _cache_dir() -> Path:
     from alexnet_lib.config import cache_root  # $ALEXNET_CACHE or ~/.cache
     return cache_root() / "kernels"
@@ -75,13 +80,37 @@ def _compiler() -> str | None:
     return None
 
 
+def _torch_runs_gnu_openmp() -> bool:
+    """Whether this process has GNU OpenMP (``libgomp``) loaded, as
+    PyTorch's Linux wheels do. Only then is the kernel built with
+    ``-fopenmp``: it then shares PyTorch's own OpenMP threads instead of
+    starting a second runtime whose threads would fight them for cores."""
+    try:
+        with open("/proc/self/maps") as f:
+            return any(os.path.basename(line.split()[-1]).startswith(
+                "libgomp") for line in f if "/" in line)
+    except OSError:
+        return False
+
+
 def _build() -> Path:
+    """The kernel built for this process: with OpenMP where PyTorch
+    runs GNU OpenMP and the compiler can, else without."""
+    if _torch_runs_gnu_openmp():
+        try:
+            return _build_with([*FLAGS, "-fopenmp"])
+        except KernelUnavailable:
+            pass
+    return _build_with(FLAGS)
+
+
+def _build_with(flags: list[str]) -> Path:
     cc = _compiler()
     if cc is None:
         raise KernelUnavailable("no C compiler found (set CC, or install "
                                 "gcc or clang)")
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), cc.encode(), " ".join(FLAGS).encode(),
+    for part in (SOURCE.read_bytes(), cc.encode(), " ".join(flags).encode(),
                  _cpu_features().encode(), platform.machine().encode()):
         key.update(part)
     target = _cache_dir() / f"lrn-{key.hexdigest()[:16]}.so"
@@ -93,7 +122,7 @@ def _build() -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"],
+        done = subprocess.run([cc, *flags, "-o", tmp, str(SOURCE), "-lm"],
                               capture_output=True, text=True, timeout=120)
         if done.returncode:
             last = (done.stderr.strip().splitlines() or ["?"])[-1]
@@ -110,48 +139,73 @@ def _build() -> Path:
 class _Kernel:
     def __init__(self, path: Path):
         lib = ctypes.CDLL(str(path))
-        lib.lrn_panels.restype = ctypes.c_int64
-        lib.lrn_panels.argtypes = [ctypes.c_int64, ctypes.c_int64]
-        ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-        opts = ctypes.POINTER(_Opts)
-        lib.lrn_forward.restype = ctypes.c_int
-        lib.lrn_forward.argtypes = [ptr, ptr, i64, i64, i64, opts]
-        lib.lrn_backward.restype = ctypes.c_int
-        lib.lrn_backward.argtypes = [ptr, ptr, ptr, i64, i64, i64, opts]
+        ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+        opts, pool = ctypes.POINTER(_Opts), ctypes.POINTER(_PoolOpts)
+        signatures = {
+            "lrn_forward_all": [ptr, ptr, i64, i32, i32, opts],
+            "lrn_backward_all": [ptr, ptr, ptr, i64, i32, i32, opts],
+            "lrn_pool_forward_all": [ptr, ptr, ptr, i32, i32, opts, pool],
+            "lrn_pool_backward_all": [ptr, ptr, ptr, ptr, i32, i32, opts,
+                                      pool],
+            "lrn_openmp": []}
+        for name, args in signatures.items():
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = ctypes.c_int, args
         self.lib, self.path = lib, path
+        self.openmp = bool(lib.lrn_openmp())
+        self._home = os.getpid()  # OpenMP's threads do not survive fork()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size, self._pool_pid = 0, os.getpid()
 
-    def _run(self, fn, pointers, R, opts, threads):
-        panels = self.lib.lrn_panels(R, opts.L)
-        threads = max(1, min(threads, panels))
-        cuts = [panels * i // threads for i in range(threads + 1)]
-        ref = ctypes.byref(opts)
-        if threads == 1:
-            codes = [fn(*pointers, R, 0, panels, ref)]
+    def _run(self, fn, before, after, threads):
+        """fn(*before, share, threads, *after): all shares at once (on
+        PyTorch's OpenMP threads when built with OpenMP), or one share
+        per Python thread (lrn.c, "Threads"). A forked child takes
+        Python threads: GNU OpenMP's pool does not survive fork(), and
+        a child that starts a parallel region waits for it forever."""
+        threads = max(1, threads)
+        if threads == 1 or (self.openmp and os.getpid() == self._home):
+            codes = [fn(*before, -1, threads, *after)]
         else:
-            # a forked child inherits the pool but not its threads
-            if (self._pool is None or self._pool_size != threads
-                    or self._pool_pid != os.getpid()):
-                if self._pool is not None and self._pool_pid == os.getpid():
-                    self._pool.shutdown()
-                self._pool = ThreadPoolExecutor(threads,
-                                                thread_name_prefix="lrn")
-                self._pool_size, self._pool_pid = threads, os.getpid()
-            jobs = [self._pool.submit(fn, *pointers, R, a, b, ref)
-                    for a, b in zip(cuts, cuts[1:]) if b > a]
-            codes = [j.result() for j in jobs]
+            pool = self._threads(threads)
+            codes = [j.result() for j in [
+                pool.submit(fn, *before, t, threads, *after)
+                for t in range(threads)]]
         if any(codes):
             raise MemoryError("LRN kernel: out of memory for its scratch")
 
+    def _threads(self, threads: int) -> ThreadPoolExecutor:
+        # a forked child inherits the pool but not its threads
+        if (self._pool is None or self._pool_size != threads
+                or self._pool_pid != os.getpid()):
+            if self._pool is not None and self._pool_pid == os.getpid():
+                self._pool.shutdown()
+            self._pool = ThreadPoolExecutor(threads,
+                                            thread_name_prefix="lrn")
+            self._pool_size, self._pool_pid = threads, os.getpid()
+        return self._pool
+
     def forward(self, x, y, R, opts, threads):
-        self._run(self.lib.lrn_forward, (x.data_ptr(), y.data_ptr()), R,
-                  opts, threads)
+        self._run(self.lib.lrn_forward_all, (x.data_ptr(), y.data_ptr(), R),
+                  (ctypes.byref(opts),), threads)
 
     def backward(self, x, g, gx, R, opts, threads):
-        self._run(self.lib.lrn_backward,
-                  (x.data_ptr(), g.data_ptr(), gx.data_ptr()), R, opts,
-                  threads)
+        self._run(self.lib.lrn_backward_all,
+                  (x.data_ptr(), g.data_ptr(), gx.data_ptr(), R),
+                  (ctypes.byref(opts),), threads)
+
+    def pool_forward(self, x, out, where, opts, pool, threads):
+        """LRN then max-pooling: ``out`` pooled, ``where`` (uint8) the
+        position i*z + j of each maximum in its window."""
+        self._run(self.lib.lrn_pool_forward_all,
+                  (x.data_ptr(), out.data_ptr(), where.data_ptr()),
+                  (ctypes.byref(opts), ctypes.byref(pool)), threads)
+
+    def pool_backward(self, x, g, where, gx, opts, pool, threads):
+        self._run(self.lib.lrn_pool_backward_all,
+                  (x.data_ptr(), g.data_ptr(), where.data_ptr(),
+                   gx.data_ptr()),
+                  (ctypes.byref(opts), ctypes.byref(pool)), threads)
 
 
 _lock = threading.Lock()
@@ -184,7 +238,9 @@ def lrn_kernel() -> _Kernel | None:
         if choice != "torch":
             try:
                 kernel = _Kernel(_build())
-                status = "LRN on CPU: compiled C kernel"
+                status = "LRN on CPU: compiled C kernel" + (
+                    " on PyTorch's OpenMP threads" if kernel.openmp
+                    else "")
             except (KernelUnavailable, OSError) as e:
                 if choice == "c":
                     raise KernelUnavailable(
@@ -206,3 +262,11 @@ def lrn_opts(C: int, L: int, size: int, alpha: float, beta: float, k: float,
              dtype: torch.dtype) -> _Opts:
     return _Opts(C, L, size, size // 2, (size - 1) // 2, alpha, beta, k,
                  int(dtype == torch.bfloat16))
+
+
+def pool_opts(B: int, H: int, W: int, groups: int, z: int, s: int
+              ) -> _PoolOpts:
+    """Geometry of a max-pooling (z x z windows s apart, no padding,
+    floor rounding) on (B, C, H, W) maps, for the fused kernel."""
+    return _PoolOpts(B, H, W, groups, z, s, (H - z) // s + 1,
+                     (W - z) // s + 1)

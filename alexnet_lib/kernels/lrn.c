@@ -180,6 +180,58 @@ static float *scratch(const lrn_opts *o, int count, int64_t *stride) {
     return malloc((size_t)count * *stride * sizeof(float));
 }
 
+/* The forward of one loaded panel: `a` holds it in padded coordinates
+ * (o->before leading zero channels); s[i], i < valid, becomes the
+ * output in unpadded coordinates. q is scratch. */
+static void core_forward(const float *a, float *q, float *s,
+                         const panel_t *p, const lrn_opts *o) {
+    const int64_t off = o->before * p->stride;
+    const float k = o->k, alpha = o->alpha, beta = o->beta;
+    for (int64_t i = 0; i < p->total; i++) q[i] = a[i] * a[i];
+    window_sum(q, p->valid, p->stride, o->n, s);
+    const float *av = a + off;
+    if (beta == 0.75f) {
+        for (int64_t i = 0; i < p->valid; i++) {
+            float d = k + alpha * s[i];
+            s[i] = av[i] * (1.0f / sqrtf(d * sqrtf(d)));
+        }
+    } else {
+        for (int64_t i = 0; i < p->valid; i++)
+            s[i] = av[i] * neg_pow(k + alpha * s[i], beta);
+    }
+}
+
+/* The backward of one loaded panel: `a` and the output gradient `gr`
+ * in padded coordinates; s[i], i < valid, becomes the input gradient.
+ * q and w are scratch. */
+static void core_backward(const float *a, const float *gr, float *q,
+                          float *s, float *w, const panel_t *p,
+                          const lrn_opts *o) {
+    const float k = o->k, alpha = o->alpha, beta = o->beta;
+    const float coef = -2.0f * alpha * beta;
+    const int64_t off = o->before * p->stride;
+    const int64_t woff = o->after * p->stride; /* S' swaps the sides */
+    for (int64_t i = 0; i < p->total; i++) q[i] = a[i] * a[i];
+    window_sum(q, p->valid, p->stride, o->n, s);
+    const float *av = a + off, *gv = gr + off;
+    /* s becomes g * p; w (padded for S') g * p * a / d. Where i falls on
+     * a pad, a and g are 0, so both are 0 there too. */
+    memset(w, 0, woff * sizeof(float));
+    float *wv = w + woff;
+    for (int64_t i = 0; i < p->valid; i++) {
+        float d = k + alpha * s[i];
+        float t = gv[i] * neg_pow(d, beta);
+        s[i] = t;
+        wv[i] = t * av[i] / d;
+    }
+    memset(wv + p->valid, 0,
+           (p->total - p->valid - woff > 0 ? p->total - p->valid - woff
+                                           : 0) * sizeof(float));
+    window_sum(w, p->valid, p->stride, o->n, q);
+    for (int64_t i = 0; i < p->valid; i++)
+        s[i] = s[i] + coef * q[i] * av[i];
+}
+
 /* Forward over panels [first, last). Returns 0, or -1 if out of memory. */
 int lrn_forward(const void *x, void *y, int64_t R, int64_t first,
                 int64_t last, const lrn_opts *o) {
@@ -187,23 +239,10 @@ int lrn_forward(const void *x, void *y, int64_t R, int64_t first,
     float *buf = scratch(o, 3, &size);
     if (!buf) return -1;
     float *a = buf, *q = buf + size, *s = buf + 2 * size;
-    const float k = o->k, alpha = o->alpha, beta = o->beta;
     for (int64_t panel = first; panel < last; panel++) {
         panel_t p = panel_at(panel, R, o);
-        const int64_t off = o->before * p.stride;
         load(x, o, &p, o->before, a);
-        for (int64_t i = 0; i < p.total; i++) q[i] = a[i] * a[i];
-        window_sum(q, p.valid, p.stride, o->n, s);
-        const float *av = a + off;
-        if (beta == 0.75f) {
-            for (int64_t i = 0; i < p.valid; i++) {
-                float d = k + alpha * s[i];
-                s[i] = av[i] * (1.0f / sqrtf(d * sqrtf(d)));
-            }
-        } else {
-            for (int64_t i = 0; i < p.valid; i++)
-                s[i] = av[i] * neg_pow(k + alpha * s[i], beta);
-        }
+        core_forward(a, q, s, &p, o);
         store(y, o, &p, s);
     }
     free(buf);
@@ -218,35 +257,348 @@ int lrn_backward(const void *x, const void *g, void *gx, int64_t R,
     if (!buf) return -1;
     float *a = buf, *gr = buf + size, *q = buf + 2 * size,
           *s = buf + 3 * size, *w = buf + 4 * size;
-    const float k = o->k, alpha = o->alpha, beta = o->beta;
-    const float coef = -2.0f * alpha * beta;
     for (int64_t panel = first; panel < last; panel++) {
         panel_t p = panel_at(panel, R, o);
-        const int64_t off = o->before * p.stride;
-        const int64_t woff = o->after * p.stride; /* S' swaps the sides */
         load(x, o, &p, o->before, a);
         load(g, o, &p, o->before, gr);
-        for (int64_t i = 0; i < p.total; i++) q[i] = a[i] * a[i];
-        window_sum(q, p.valid, p.stride, o->n, s);
-        const float *av = a + off, *gv = gr + off;
-        /* s becomes g * p; w (padded for S') g * p * a / d. Where i
-         * falls on a pad, a and g are 0, so both are 0 there too. */
-        memset(w, 0, woff * sizeof(float));
-        float *wv = w + woff;
-        for (int64_t i = 0; i < p.valid; i++) {
-            float d = k + alpha * s[i];
-            float t = gv[i] * neg_pow(d, beta);
-            s[i] = t;
-            wv[i] = t * av[i] / d;
-        }
-        memset(wv + p.valid, 0,
-               (p.total - p.valid - woff > 0 ? p.total - p.valid - woff
-                                             : 0) * sizeof(float));
-        window_sum(w, p.valid, p.stride, o->n, q);
-        for (int64_t i = 0; i < p.valid; i++)
-            s[i] = s[i] + coef * q[i] * av[i];
+        core_backward(a, gr, q, s, w, &p, o);
         store(gx, o, &p, s);
     }
     free(buf);
     return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* LRN followed by max-pooling, fused (the paper's conv1 and conv2: LRN,
+ * then z x z windows s apart, no padding, floor rounding). The LRN
+ * output is never written to memory: the forward pools it row by row
+ * from cache and writes the pooled map and, per pooled value, the
+ * position of its maximum in the window (one byte, i*z + j); the
+ * backward rebuilds the LRN's output gradient row by row from the
+ * pooled gradient and those positions, then runs the LRN backward on
+ * it. Every value equals the unfused layers' bit for bit: the same LRN
+ * arithmetic; the maximum taken over the values as stored (rounded to
+ * bfloat16 for bf16 data) with PyTorch's rule (a later value wins if
+ * greater or NaN); the pooled gradients added in PyTorch's order
+ * (output row by row), each sum rounded to the data type as PyTorch's
+ * `+=` on bf16 does.
+ *
+ * Geometry: the input is (B, groups * C, H, W), NCHW (o->L = H*W) or
+ * channels_last (o->L = 1); the output (B, groups * C, Ho, Wo) in the
+ * same layout. A "row" is one input row h of one image: W positions of
+ * all channels, held in float32 as buf[ch * cs + w * ws] (channels_last:
+ * cs = 1, ws = Ct; NCHW: cs = W, ws = 1; Ct = groups * C). */
+
+typedef struct {
+    int64_t B, H, W, groups, z, s, Ho, Wo;
+} pool_opts;
+
+static float round_as_stored(float v, int bf16) {
+    return bf16 ? bf16_to_f32(f32_to_bf16(v)) : v;
+}
+
+/* One LRN panel of row (b, h): panel index j of the row's panels. */
+static int64_t row_panels(const lrn_opts *o, const pool_opts *g) {
+    if (o->L == 1) return (g->W * g->groups + PANEL - 1) / PANEL;
+    return g->groups * ((g->W + PANEL - 1) / PANEL);
+}
+
+/* The panel j of row (b, h), and where its lines and positions go in
+ * the row buffer: value (line, c, t) of the panel is row[at + line *
+ * lstep + c * cstep + t * tstep]. */
+static panel_t row_panel(const lrn_opts *o, const pool_opts *g, int64_t b,
+                         int64_t h, int64_t j, int64_t *at, int64_t *lstep,
+                         int64_t *cstep, int64_t *tstep) {
+    panel_t p;
+    const int64_t C = o->C, Ct = g->groups * C;
+    if (o->L == 1) { /* lines: (w, group), C channels each, contiguous */
+        int64_t lines = g->W * g->groups, l0 = j * PANEL;
+        int64_t r0 = (b * g->H + h) * lines + l0;
+        p.base = r0 * C;
+        p.nl = lines - l0 < PANEL ? lines - l0 : PANEL;
+        p.u = 1;
+        *at = l0 * C;
+        *lstep = C, *cstep = 1, *tstep = 0;
+    } else { /* one line (b, group), up to PANEL positions of row h */
+        int64_t per = (g->W + PANEL - 1) / PANEL;
+        int64_t grp = j / per, w0 = (j % per) * PANEL;
+        p.base = (b * g->groups + grp) * C * o->L + h * g->W + w0;
+        p.nl = 1;
+        p.u = g->W - w0 < PANEL ? g->W - w0 : PANEL;
+        *at = grp * C * g->W + w0;
+        *lstep = 0, *cstep = g->W, *tstep = 1;
+        (void)Ct;
+    }
+    p.stride = p.u;
+    p.plen = (o->C + o->n - 1) * p.u;
+    p.total = p.nl * p.plen;
+    p.valid = (p.nl - 1) * p.plen + o->C * p.u;
+    return p;
+}
+
+/* n values rounded as stored: bf16 data hold bf16-rounded values. */
+static void copy_as_stored(float *dst, const float *src, int64_t n,
+                           int bf16) {
+    if (!bf16) {
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
+}
+
+/* The LRN output of row (b, h) into `row`, as stored (bf16-rounded). */
+static void lrn_row(const void *x, const lrn_opts *o, const pool_opts *g,
+                    int64_t b, int64_t h, float *a, float *q, float *s,
+                    float *row) {
+    for (int64_t j = 0; j < row_panels(o, g); j++) {
+        int64_t at, ls, cs, ts;
+        panel_t p = row_panel(o, g, b, h, j, &at, &ls, &cs, &ts);
+        load(x, o, &p, o->before, a);
+        core_forward(a, q, s, &p, o);
+        if (o->L == 1) { /* line by line, channels contiguous */
+            for (int64_t line = 0; line < p.nl; line++)
+                copy_as_stored(row + at + line * ls, s + line * p.plen,
+                               o->C, o->bf16);
+        } else { /* channel by channel, positions contiguous */
+            for (int64_t c = 0; c < o->C; c++)
+                copy_as_stored(row + at + c * cs, s + c * p.u, p.u,
+                               o->bf16);
+        }
+    }
+}
+
+/* PyTorch's rule over a window: a value replaces the maximum if it is
+ * greater or NaN; K is the value's place in the window. */
+static void max_in(const float *v, int64_t n, int64_t step, int32_t K,
+                   float *mx, int32_t *kk) {
+    if (step == 1) {
+        for (int64_t i = 0; i < n; i++) {
+            float val = v[i];
+            int take = (val > mx[i]) | (val != val);
+            mx[i] = take ? val : mx[i];
+            kk[i] = take ? K : kk[i];
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            float val = v[i * step];
+            int take = (val > mx[i]) | (val != val);
+            mx[i] = take ? val : mx[i];
+            kk[i] = take ? K : kk[i];
+        }
+    }
+}
+
+static int64_t pool_row_base(const pool_opts *g, int64_t Ct, int64_t L,
+                             int64_t b, int64_t oh) {
+    /* offset of pooled (b, channel 0, oh, 0) */
+    return L == 1 ? (b * g->Ho + oh) * g->Wo * Ct
+                  : b * Ct * g->Ho * g->Wo + oh * g->Wo;
+}
+
+/* Forward over pooled rows [first, last) of the B * Ho rows. */
+int lrn_pool_forward(const void *x, void *out, uint8_t *where, int64_t first,
+                     int64_t last, const lrn_opts *o, const pool_opts *g) {
+    const int64_t Ct = g->groups * o->C, z = g->z, st = g->s;
+    const int64_t rowlen = g->W * Ct, cl = o->L == 1;
+    const int64_t cs = cl ? 1 : g->W, ws = cl ? Ct : 1;
+    /* output (ch, ow) at base + ch * ocs + ow * ows */
+    const int64_t ocs = cl ? 1 : g->Ho * g->Wo, ows = cl ? Ct : 1;
+    int64_t size;
+    float *buf = scratch(o, 3, &size);
+    float *rows = malloc((size_t)z * rowlen * sizeof(float));
+    float *mx = malloc((size_t)Ct * sizeof(float));
+    int32_t *kk = malloc((size_t)Ct * sizeof(int32_t));
+    uint8_t *k8 = malloc((size_t)Ct);
+    int64_t *tag = malloc((size_t)z * sizeof(int64_t));
+    if (!buf || !rows || !mx || !kk || !k8 || !tag) {
+        free(buf), free(rows), free(mx), free(kk), free(k8), free(tag);
+        return -1;
+    }
+    float *a = buf, *q = buf + size, *s = buf + 2 * size;
+    for (int64_t i = 0; i < z; i++) tag[i] = -1;
+    for (int64_t item = first; item < last; item++) {
+        const int64_t b = item / g->Ho, oh = item % g->Ho;
+        /* the z input rows of this pooled row, each computed once while
+         * it stays in the ring (slot h % z) */
+        for (int64_t i = 0; i < z; i++) {
+            int64_t h = oh * st + i, key = b * g->H + h, slot = h % z;
+            if (tag[slot] != key) {
+                lrn_row(x, o, g, b, h, a, q, s, rows + slot * rowlen);
+                tag[slot] = key;
+            }
+        }
+        const int64_t base = pool_row_base(g, Ct, o->L, b, oh);
+        for (int64_t ow = 0; ow < g->Wo; ow++) {
+            for (int64_t ch = 0; ch < Ct; ch++) {
+                mx[ch] = -INFINITY;
+                kk[ch] = 0;
+            }
+            for (int64_t i = 0; i < z; i++) {
+                const float *row = rows + ((oh * st + i) % z) * rowlen;
+                for (int64_t j = 0; j < z; j++)
+                    max_in(row + (ow * st + j) * ws, Ct, cs,
+                           (int32_t)(i * z + j), mx, kk);
+            }
+            for (int64_t ch = 0; ch < Ct; ch++) k8[ch] = (uint8_t)kk[ch];
+            const int64_t at = base + ow * ows;
+            if (cl) {
+                from_f32(out, at, o->bf16, Ct, mx);
+                memcpy(where + at, k8, Ct);
+            } else {
+                for (int64_t ch = 0; ch < Ct; ch++) {
+                    from_f32(out, at + ch * ocs, o->bf16, 1, mx + ch);
+                    where[at + ch * ocs] = k8[ch];
+                }
+            }
+        }
+    }
+    free(buf), free(rows), free(mx), free(kk), free(k8), free(tag);
+    return 0;
+}
+
+/* d[i] += v[i] where k[i] == K (i < n, d and k `step` apart), each sum
+ * rounded as stored. */
+static void add_where(float *d, int64_t step, const float *v,
+                      const int32_t *k, int32_t K, int64_t n, int bf16) {
+    if (step == 1 && !bf16) {
+        for (int64_t i = 0; i < n; i++) d[i] = k[i] == K ? d[i] + v[i] : d[i];
+    } else if (step == 1) {
+        for (int64_t i = 0; i < n; i++)
+            d[i] = k[i] == K ? bf16_to_f32(f32_to_bf16(d[i] + v[i])) : d[i];
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            if (k[i] == K)
+                d[i * step] = round_as_stored(d[i * step] + v[i], bf16);
+    }
+}
+
+/* Backward over input rows [first, last) of the B * H rows: gx from x,
+ * the pooled gradient gy and the positions of the maxima. */
+int lrn_pool_backward(const void *x, const void *gy, const uint8_t *where,
+                      void *gx, int64_t first, int64_t last,
+                      const lrn_opts *o, const pool_opts *g) {
+    const int64_t Ct = g->groups * o->C, z = g->z, st = g->s;
+    const int64_t rowlen = g->W * Ct, cl = o->L == 1;
+    const int64_t cs = cl ? 1 : g->W, ws = cl ? Ct : 1;
+    const int64_t ocs = cl ? 1 : g->Ho * g->Wo, ows = cl ? Ct : 1;
+    int64_t size;
+    float *buf = scratch(o, 5, &size);
+    float *grow = malloc((size_t)rowlen * sizeof(float));
+    float *gv = malloc((size_t)Ct * sizeof(float));
+    int32_t *kv = malloc((size_t)Ct * sizeof(int32_t));
+    if (!buf || !grow || !gv || !kv) {
+        free(buf), free(grow), free(gv), free(kv);
+        return -1;
+    }
+    float *a = buf, *gr = buf + size, *q = buf + 2 * size,
+          *s = buf + 3 * size, *w = buf + 4 * size;
+    for (int64_t item = first; item < last; item++) {
+        const int64_t b = item / g->H, h = item % g->H;
+        /* the LRN output's gradient on row h: every pooled value whose
+         * maximum sat here, added in PyTorch's order (pooled rows, then
+         * columns, ascending), each sum rounded as stored */
+        for (int64_t i = 0; i < rowlen; i++) grow[i] = 0.0f;
+        int64_t lo = h >= z ? (h - z) / st + 1 : 0; /* oh*st + z > h */
+        int64_t hi = h / st < g->Ho - 1 ? h / st : g->Ho - 1;
+        for (int64_t oh = lo; oh <= hi; oh++) {
+            const int64_t i = h - oh * st;
+            const int64_t base = pool_row_base(g, Ct, o->L, b, oh);
+            for (int64_t ow = 0; ow < g->Wo; ow++) {
+                const int64_t at = base + ow * ows;
+                if (cl) {
+                    to_f32(gy, at, o->bf16, Ct, gv);
+                    for (int64_t ch = 0; ch < Ct; ch++)
+                        kv[ch] = where[at + ch];
+                } else {
+                    for (int64_t ch = 0; ch < Ct; ch++) {
+                        to_f32(gy, at + ch * ocs, o->bf16, 1, gv + ch);
+                        kv[ch] = where[at + ch * ocs];
+                    }
+                }
+                for (int64_t j = 0; j < z; j++)
+                    add_where(grow + (ow * st + j) * ws, cs, gv, kv,
+                              (int32_t)(i * z + j), Ct, o->bf16);
+            }
+        }
+        for (int64_t j = 0; j < row_panels(o, g); j++) {
+            int64_t at, ls, cst, ts;
+            panel_t p = row_panel(o, g, b, h, j, &at, &ls, &cst, &ts);
+            load(x, o, &p, o->before, a);
+            /* the gradient panel from the row, in padded coordinates */
+            const int64_t off = o->before * p.stride;
+            memset(gr, 0, p.total * sizeof(float));
+            if (cl) {
+                for (int64_t line = 0; line < p.nl; line++)
+                    memcpy(gr + line * p.plen + off, grow + at + line * ls,
+                           o->C * sizeof(float));
+            } else {
+                for (int64_t c = 0; c < o->C; c++)
+                    memcpy(gr + off + c * p.u, grow + at + c * cst,
+                           p.u * sizeof(float));
+            }
+            core_backward(a, gr, q, s, w, &p, o);
+            store(gx, o, &p, s);
+        }
+    }
+    free(buf), free(grow), free(gv), free(kv);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Threads. The work of a call is cut into `threads` shares, share t
+ * being items [items * t / threads, items * (t + 1) / threads). With
+ * share = -1 an entry point does every share: built with -fopenmp
+ * (where the process already runs PyTorch's GNU OpenMP runtime), on
+ * `threads` threads of that runtime, i.e. PyTorch's own worker threads,
+ * still spinning from the operation before, so none competes for a
+ * core; built without, one after the other. With share >= 0 it does
+ * that share only: then Python runs the shares on its own threads
+ * (lrn_openmp() says which build this is). Every item is computed the
+ * same way whoever runs it: the split changes no bit. */
+#ifdef _OPENMP
+int lrn_openmp(void) { return 1; }
+#define PARALLEL _Pragma("omp parallel for num_threads(threads) schedule(static) reduction(|:err)")
+#else
+int lrn_openmp(void) { return 0; }
+#define PARALLEL
+#endif
+
+#define SPLIT(items, call)                                            \
+    int err = 0;                                                      \
+    if (share >= 0) {                                                 \
+        int t = share;                                                \
+        int64_t first = (items) * t / threads;                        \
+        int64_t last = (items) * (t + 1) / threads;                   \
+        return last > first ? (call) : 0;                             \
+    }                                                                 \
+    PARALLEL                                                          \
+    for (int t = 0; t < threads; t++) {                               \
+        int64_t first = (items) * t / threads;                        \
+        int64_t last = (items) * (t + 1) / threads;                   \
+        if (last > first) err |= (call);                              \
+    }                                                                 \
+    return err;
+
+int lrn_forward_all(const void *x, void *y, int64_t R, int share,
+                    int threads, const lrn_opts *o) {
+    SPLIT(lrn_panels(R, o->L), lrn_forward(x, y, R, first, last, o))
+}
+
+int lrn_backward_all(const void *x, const void *g, void *gx, int64_t R,
+                     int share, int threads, const lrn_opts *o) {
+    SPLIT(lrn_panels(R, o->L), lrn_backward(x, g, gx, R, first, last, o))
+}
+
+int lrn_pool_forward_all(const void *x, void *out, uint8_t *where,
+                         int share, int threads, const lrn_opts *o,
+                         const pool_opts *g) {
+    SPLIT(g->B * g->Ho, lrn_pool_forward(x, out, where, first, last, o, g))
+}
+
+int lrn_pool_backward_all(const void *x, const void *gy,
+                          const uint8_t *where, void *gx, int share,
+                          int threads, const lrn_opts *o,
+                          const pool_opts *g) {
+    SPLIT(g->B * g->H,
+          lrn_pool_backward(x, gy, where, gx, first, last, o, g))
 }

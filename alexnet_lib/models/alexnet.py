@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from alexnet_lib.layers import PAPER_LRN, LocalResponseNorm
+from alexnet_lib.layers import PAPER_LRN, LocalResponseNorm, lrn_max_pool
 
 __all__ = ["AlexNet", "PAPER_LRN", "init_paper_", "init_caffe_",
            "init_glorot_",
@@ -298,9 +298,9 @@ class AlexNet(nn.Module):
         """(B, 3, S, S) -> pool5 output (B, 256, 6, 6)."""
         check_input(x, self.input_size, type(self).__name__)
         x = self.conv1(self.pad1(x))                     # (B, 96, 55, 55)
-        x = self.pool1(self.lrn1(self.relu1(x)))         # (B, 96, 27, 27)
+        x = lrn_max_pool(self.lrn1, self.pool1, self.relu1(x))  # 96x27x27
         x = self.conv2(x)                                # (B, 256, 27, 27)
-        x = self.pool2(self.lrn2(self.relu2(x)))         # (B, 256, 13, 13)
+        x = lrn_max_pool(self.lrn2, self.pool2, self.relu2(x))  # 256x13x13
         x = self.relu3(self.conv3(x))                    # (B, 384, 13, 13)
         x = self.relu4(self.conv4(x))                    # (B, 384, 13, 13)
         # (a removed conv3/conv4 is an identity: 256 or 384 maps go on)

@@ -18,7 +18,7 @@ import inspect
 import torch
 from torch import nn
 
-from alexnet_lib.layers import LocalResponseNorm
+from alexnet_lib.layers import LocalResponseNorm, lrn_max_pool
 from alexnet_lib.models.alexnet import (
     ACTIVATIONS, POOLINGS, AlexNet, check_input, check_options, conv1_pad,
     conv1_padding, dropout_layer, init_weights_, max_pool, pool5_side,
@@ -76,8 +76,9 @@ class Tower(nn.Module):
         return self.conv1.weight.device
 
     def lower(self, x):   # image -> this tower's pool2 maps
-        x = self.pool1(self.lrn1(self.relu1(self.conv1(self.pad1(x)))))
-        return self.pool2(self.lrn2(self.relu2(self.conv2(x))))
+        x = self.relu1(self.conv1(self.pad1(x)))
+        x = lrn_max_pool(self.lrn1, self.pool1, x)
+        return lrn_max_pool(self.lrn2, self.pool2, self.relu2(self.conv2(x)))
 
     def upper(self, x):   # both towers' pool2 maps -> this tower's pool5
         x = self.relu4(self.conv4(self.relu3(self.conv3(x))))
