@@ -199,53 +199,109 @@ def lrn_shares(rows: list[dict]) -> list[dict]:
 def lrn_time_in_step(dtypes, quick: bool) -> list[dict]:
     """LRN's share of a paper-AlexNet step, timed inside the step.
 
-    Module hooks note the wall time of each LRN forward and backward
-    during real training steps; their sum over the step time is a
-    direct measure that background load cannot split unevenly (the
-    with/without rows above compare two different runs).
+    The wall time of the LRN layers' forward and backward during real
+    training steps, over the step time: a direct measure that
+    background load cannot split unevenly (the with/without rows above
+    compare two different runs). Two ways of running LRN:
+
+    - "fused" (the library's default on a CPU): LRN and the max-pooling
+      after it are one operation (``layers.lrn_max_pool``), timed around
+      its kernel calls; the same pooling's time in the step of the net
+      without LRN (module hooks) is taken off, leaving LRN's own cost.
+    - "apart" (``ALEXNET_FUSE_LRN_POOL=0``): module hooks around each
+      LRN forward and backward (hooks keep the layers apart anyway).
     """
     import torch
-    from alexnet_lib.layers import LocalResponseNorm
+    from alexnet_lib import layers
+    from alexnet_lib.kernels import lrn_kernel
     batch, warmup, steps = (2, 1, 2) if quick else (64, 2, 6)
     rows = []
-    for dtype in dtypes:
-        torch.manual_seed(0)
-        model = build("alexnet", {})
-        step = step_fn(model, batch, dtype == torch.bfloat16)
-        spent, starts = [0.0], {}
 
-        def begin(key):
-            def hook(*_):
-                starts[key] = time.perf_counter()
-            return hook
+    def begin(starts, key):
+        def hook(*_):
+            starts[key] = time.perf_counter()
+        return hook
 
-        def end(key):
-            def hook(*_):
-                spent[0] += time.perf_counter() - starts.pop(key)
-            return hook
+    def end(spent, starts, key):
+        def hook(*_):
+            spent[0] += time.perf_counter() - starts.pop(key)
+        return hook
+
+    def hooked(model, kind, spent):
+        starts = {}
         for name, m in model.named_modules():
-            if isinstance(m, LocalResponseNorm):
-                m.register_forward_pre_hook(begin((name, "f")))
-                m.register_forward_hook(end((name, "f")))
-                m.register_full_backward_pre_hook(begin((name, "b")))
-                m.register_full_backward_hook(end((name, "b")))
-        shares, times = [], []
-        for i in range(warmup + steps):
-            spent[0] = 0.0
-            t = _timed(step)
-            if i >= warmup:
-                shares.append(spent[0] / t)
-                times.append(t)
-        row = {"model": "alexnet", "batch": batch, "dtype": str(dtype),
-               "lrn_share_of_step": statistics.median(shares),
-               "lrn_s_per_step": statistics.median(
-                   [a * b for a, b in zip(shares, times)]),
-               "step_s": statistics.median(times), "shares": shares}
-        rows.append(row)
-        print(f"  LRN time inside an alexnet step ({row['dtype']}): "
-              f"{1e3 * row['lrn_s_per_step']:.0f} ms of "
-              f"{1e3 * row['step_s']:.0f} ms, "
-              f"{100 * row['lrn_share_of_step']:.1f}%")
+            if isinstance(m, kind) and name in ("lrn1", "lrn2", "pool1",
+                                                "pool2"):
+                m.register_forward_pre_hook(begin(starts, (name, "f")))
+                m.register_forward_hook(end(spent, starts, (name, "f")))
+                m.register_full_backward_pre_hook(begin(starts,
+                                                        (name, "b")))
+                m.register_full_backward_hook(end(spent, starts,
+                                                  (name, "b")))
+
+    def timed_kernel(spent):
+        kernel = lrn_kernel()
+        saved = {n: getattr(kernel, n) for n in ("pool_forward",
+                                                 "pool_backward")}
+        for name, fn in saved.items():
+            def wrapper(*a, fn=fn):
+                start = time.perf_counter()
+                fn(*a)
+                spent[0] += time.perf_counter() - start
+            setattr(kernel, name, wrapper)
+        return lambda: [setattr(kernel, n, f) for n, f in saved.items()]
+
+    def measure(options, dtype, how):
+        torch.manual_seed(0)
+        model = build("alexnet", options)
+        step = step_fn(model, batch, dtype == torch.bfloat16)
+        spent, restore = [0.0], None
+        if how == "fused":
+            restore = timed_kernel(spent)
+        elif how == "apart":
+            hooked(model, layers.LocalResponseNorm, spent)
+        else:  # the pooling alone, in the net without LRN
+            hooked(model, torch.nn.MaxPool2d, spent)
+        fuse, layers.FUSE_LRN_POOL = layers.FUSE_LRN_POOL, how == "fused"
+        try:
+            inside, times = [], []
+            for i in range(warmup + steps):
+                spent[0] = 0.0
+                t = _timed(step)
+                if i >= warmup:
+                    inside.append(spent[0])
+                    times.append(t)
+        finally:
+            layers.FUSE_LRN_POOL = fuse
+            if restore:
+                restore()
+        return inside, times
+
+    for dtype in dtypes:
+        pool_s, _ = measure({"lrn": False}, dtype, "pool")
+        pool = statistics.median(pool_s)
+        # without the compiled kernel (ALEXNET_LRN_KERNEL=torch) or with
+        # ALEXNET_FUSE_LRN_POOL=0 nothing is fused: the layers run apart
+        fused = lrn_kernel() is not None and layers.FUSE_LRN_POOL
+        for how in ("fused", "apart") if fused else ("apart",):
+            inside, times = measure({}, dtype, how)
+            if how == "fused":
+                both = statistics.median(inside)
+                inside = [s - pool for s in inside]
+            shares = [s / t for s, t in zip(inside, times)]
+            row = {"model": "alexnet", "batch": batch, "dtype": str(dtype),
+                   "lrn": how,
+                   "lrn_share_of_step": statistics.median(shares),
+                   "lrn_s_per_step": statistics.median(inside),
+                   "step_s": statistics.median(times), "shares": shares}
+            if how == "fused":
+                row.update(lrn_and_pool_s_per_step=both,
+                           pool_alone_s_per_step=pool)
+            rows.append(row)
+            print(f"  LRN time inside an alexnet step ({row['dtype']}, "
+                  f"{how}): {1e3 * row['lrn_s_per_step']:.0f} ms of "
+                  f"{1e3 * row['step_s']:.0f} ms, "
+                  f"{100 * row['lrn_share_of_step']:.1f}%")
     return rows
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The CPU speed records, in one go, on a quiet machine (nothing else
-# running: the rows are compared with each other). About 15 minutes on
-# 2 cores. Writes results/benchmarks/*.json; PYTHON picks the
-# interpreter (default .venv/bin/python).
+# running: the rows are compared with each other). About 10 minutes on
+# 2 cores; CIFAR-10 must be in the data folder ($ALEXNET_DATA). Writes
+# results/benchmarks/*.json; PYTHON picks the interpreter (default
+# .venv/bin/python).
 set -eu
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -17,6 +18,11 @@ ALEXNET_LRN_KERNEL=torch ALEXNET_MALLOC=default "$PY" benchmarks/bench_roofline.
     --json "$R/roofline_cpu_before.json"
 ALEXNET_LRN_KERNEL=torch "$PY" benchmarks/bench_roofline.py --skip peak lrn \
     --peak-from "$R/roofline_cpu.json" --json "$R/roofline_cpu_blocked_lrn.json"
+# the compiled kernel as it ran before it shared PyTorch's OpenMP threads
+# and was fused with the max-pooling after it
+ALEXNET_FUSE_LRN_POOL=0 ALEXNET_LRN_THREADS=python "$PY" \
+    benchmarks/bench_roofline.py --skip peak lrn \
+    --peak-from "$R/roofline_cpu.json" --json "$R/roofline_cpu_unfused.json"
 # paper AlexNet with and without LRN, torchvision's, LRN vs torch's
 "$PY" benchmarks/bench_alexnet_cpu.py --json "$R/alexnet_cpu.json"
 # the CIFAR proxy end to end (in-memory data, tensor augmentation)

@@ -40,11 +40,16 @@ def test_quick_roofline_record(tmp_path):
     assert {"alexnet_lib (compiled C kernel)",
             "alexnet_lib (blocked PyTorch kernel)"} <= impls
     inside = r["lrn_time_in_step"]
-    assert [row["dtype"] for row in inside] == ["torch.float32",
-                                                "torch.bfloat16"]
-    for row in inside:  # a share of a real step: positive, below one
-        assert 0 < row["lrn_share_of_step"] < 1
-        assert len(row["shares"]) == 2
+    assert [(row["dtype"], row["lrn"]) for row in inside] == [
+        (d, how) for d in ("torch.float32", "torch.bfloat16")
+        for how in ("fused", "apart")]
+    for row in inside:  # a share of a real step, below one
+        assert row["lrn_share_of_step"] < 1 and len(row["shares"]) == 2
+        if row["lrn"] == "apart":  # timed directly: positive
+            assert row["lrn_share_of_step"] > 0
+        else:  # LRN + pooling, less the pooling alone
+            assert row["lrn_and_pool_s_per_step"] > 0
+            assert row["pool_alone_s_per_step"] > 0
     assert r["lrn_kernel"].startswith("LRN on CPU: ")
     assert r["environment"]["torch"] == torch.__version__
 

@@ -411,3 +411,17 @@ def test_openmp_and_python_threads_builds_agree(kernel, monkeypatch,
     finally:
         torch.set_num_threads(before)
     assert all(torch.equal(_bits(a), _bits(b)) for a, b in zip(*results))
+
+
+def test_python_threads_on_request(monkeypatch, tmp_path):
+    if kernels._compiler() is None:
+        pytest.skip("no C compiler here")
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "_state", {})
+    monkeypatch.setenv("ALEXNET_LRN_THREADS", "python")
+    assert not kernels.lrn_kernel().openmp
+    assert kernels.kernel_status() == "LRN on CPU: compiled C kernel"
+    monkeypatch.setattr(kernels, "_state", {})
+    monkeypatch.setenv("ALEXNET_LRN_THREADS", "openmp")
+    with pytest.raises(ValueError, match="use auto or python"):
+        kernels.lrn_kernel()

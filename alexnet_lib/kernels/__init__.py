@@ -9,8 +9,15 @@ blocked PyTorch kernel runs instead: same formula, slower, and one line
 says so. ``ALEXNET_LRN_KERNEL`` chooses: ``auto`` (default), ``c`` (build
 or fail loudly) or ``torch`` (never build).
 
-The kernel is called through ctypes, which releases the GIL, so rows
-are split between ``torch.get_num_threads()`` Python threads.
+The kernel is called through ctypes, which releases the GIL. Where
+PyTorch runs GNU OpenMP (its Linux wheels), ``lrn.c`` is built with
+``-fopenmp`` against that same runtime and splits its work between
+PyTorch's own ``torch.get_num_threads()`` threads; a second set of
+threads would fight PyTorch's, which spin for a while after every
+operation, and on two cores that made the kernel much slower inside a
+training step than alone. Elsewhere, and in forked children, the work
+is split between as many Python threads. ``lrn.c`` also fuses LRN with
+the max-pooling after it (``layers.lrn_max_pool``).
 """
 from __future__ import annotations
 
@@ -95,8 +102,11 @@ def _torch_runs_gnu_openmp() -> bool:
 
 def _build() -> Path:
     """The kernel built for this process: with OpenMP where PyTorch
-    runs GNU OpenMP and the compiler can, else without."""
-    if _torch_runs_gnu_openmp():
+    runs GNU OpenMP and the compiler can, else without.
+    ``ALEXNET_LRN_THREADS=python`` always builds without (the kernel's
+    work then goes to Python threads, as before it shared PyTorch's)."""
+    threads = os.environ.get("ALEXNET_LRN_THREADS", "auto").lower()
+    if threads == "auto" and _torch_runs_gnu_openmp():
         try:
             return _build_with([*FLAGS, "-fopenmp"])
         except KernelUnavailable:
@@ -233,6 +243,10 @@ def lrn_kernel() -> _Kernel | None:
         if choice not in ("auto", "c", "torch"):
             raise ValueError(f"ALEXNET_LRN_KERNEL={choice!r}: use auto, c "
                              f"or torch")
+        threads = os.environ.get("ALEXNET_LRN_THREADS", "auto").lower()
+        if threads not in ("auto", "python"):
+            raise ValueError(f"ALEXNET_LRN_THREADS={threads!r}: use auto "
+                             f"or python")
         kernel, status = None, "LRN on CPU: blocked PyTorch kernel " \
                                "(ALEXNET_LRN_KERNEL=torch)"
         if choice != "torch":

@@ -42,12 +42,19 @@ def summary(record: dict) -> str:
             f"{record['date'][:10]}: the best convolution or matrix "
             f"product reached {peaks}.")
     inside = record.get("lrn_time_in_step") or []
-    if inside:
-        shares = "; ".join(f"{100 * r['lrn_share_of_step']:.0f}% in "
-                           f"{DTYPES.get(r['dtype'], r['dtype'])}"
-                           for r in inside)
+
+    def shares(how: str) -> str:
+        return " and ".join(f"{100 * r['lrn_share_of_step']:.0f}% in "
+                            f"{DTYPES.get(r['dtype'], r['dtype'])}"
+                            for r in inside if r.get("lrn", "apart") == how)
+    if any(r.get("lrn") == "fused" for r in inside):
         text += (f" LRN, timed inside a paper-AlexNet training step, "
-                 f"takes {shares}.")
+                 f"takes {shares('fused')} as the library runs it (fused "
+                 f"with the max-pooling after it, the pooling's own time "
+                 f"taken off); {shares('apart')} as a layer of its own.")
+    elif inside:
+        text += (f" LRN, timed inside a paper-AlexNet training step, "
+                 f"takes {shares('apart')}.")
     return text
 
 
