@@ -394,7 +394,8 @@ def test_openmp_and_python_threads_builds_agree(kernel, monkeypatch,
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
     plain = kernels._Kernel(kernels._build_with(kernels.FLAGS))
     assert not plain.openmp
-    assert kernel.openmp == kernels._torch_runs_gnu_openmp()
+    if not kernels._torch_runs_gnu_openmp():  # never a second runtime
+        assert not kernel.openmp
     torch.manual_seed(25)
     x = (torch.relu(torch.randn(3, 32, 15, 15)) * 30).bfloat16()
     g = torch.randn(3, 32, 7, 7).bfloat16()

@@ -395,14 +395,31 @@ static int64_t pool_row_base(const pool_opts *g, int64_t Ct, int64_t L,
                   : b * Ct * g->Ho * g->Wo + oh * g->Wo;
 }
 
+/* Where values sit: Ct channels in all; a row buffer of rowlen values
+ * holds (ch, w) at ch * cs + w * ws; pooled (ch, ow) of one pooled row
+ * is at that row's base + ch * ocs + ow * ows; cl: channels_last. */
+typedef struct {
+    int64_t Ct, rowlen, cl, cs, ws, ocs, ows;
+} strides_t;
+
+static strides_t strides_of(const lrn_opts *o, const pool_opts *g) {
+    strides_t t;
+    t.Ct = g->groups * o->C;
+    t.rowlen = g->W * t.Ct;
+    t.cl = o->L == 1;
+    t.cs = t.cl ? 1 : g->W;
+    t.ws = t.cl ? t.Ct : 1;
+    t.ocs = t.cl ? 1 : g->Ho * g->Wo;
+    t.ows = t.cl ? t.Ct : 1;
+    return t;
+}
+
 /* Forward over pooled rows [first, last) of the B * Ho rows. */
 int lrn_pool_forward(const void *x, void *out, uint8_t *where, int64_t first,
                      int64_t last, const lrn_opts *o, const pool_opts *g) {
-    const int64_t Ct = g->groups * o->C, z = g->z, st = g->s;
-    const int64_t rowlen = g->W * Ct, cl = o->L == 1;
-    const int64_t cs = cl ? 1 : g->W, ws = cl ? Ct : 1;
-    /* output (ch, ow) at base + ch * ocs + ow * ows */
-    const int64_t ocs = cl ? 1 : g->Ho * g->Wo, ows = cl ? Ct : 1;
+    const strides_t t = strides_of(o, g);
+    const int64_t Ct = t.Ct, rowlen = t.rowlen, cl = t.cl, cs = t.cs,
+                  ws = t.ws, ocs = t.ocs, ows = t.ows, z = g->z, st = g->s;
     int64_t size;
     float *buf = scratch(o, 3, &size);
     float *rows = malloc((size_t)z * rowlen * sizeof(float));
@@ -477,10 +494,9 @@ static void add_where(float *d, int64_t step, const float *v,
 int lrn_pool_backward(const void *x, const void *gy, const uint8_t *where,
                       void *gx, int64_t first, int64_t last,
                       const lrn_opts *o, const pool_opts *g) {
-    const int64_t Ct = g->groups * o->C, z = g->z, st = g->s;
-    const int64_t rowlen = g->W * Ct, cl = o->L == 1;
-    const int64_t cs = cl ? 1 : g->W, ws = cl ? Ct : 1;
-    const int64_t ocs = cl ? 1 : g->Ho * g->Wo, ows = cl ? Ct : 1;
+    const strides_t t = strides_of(o, g);
+    const int64_t Ct = t.Ct, rowlen = t.rowlen, cl = t.cl, cs = t.cs,
+                  ws = t.ws, ocs = t.ocs, ows = t.ows, z = g->z, st = g->s;
     int64_t size;
     float *buf = scratch(o, 5, &size);
     float *grow = malloc((size_t)rowlen * sizeof(float));
