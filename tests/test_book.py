@@ -140,6 +140,13 @@ def test_preface_shows_what_two_cores_can_do(build):
     for row in rows:
         assert f"<td><p>{row[3]}</p></td>" in table  # images/s
     assert summary(record).split(":")[0] in section
+    unfused = json.loads((REPO / "results" / "benchmarks" /
+                          "roofline_cpu_unfused.json").read_text())
+    text = summary(record, unfused)  # the whole paragraph, as rendered
+    assert "fused with the max-pooling" in text and "threads of its own" \
+        in text
+    rendered = re.sub(r"<[^>]+>", "", section).replace("\u2019", "'")
+    assert " ".join(text.split()) in " ".join(rendered.split())
 
 
 def test_math_uses_local_mathjax_when_vendored(build):

@@ -18,6 +18,8 @@ from sphinx.util.docutils import SphinxDirective
 from book_deviations import mark_generated, table
 
 RECORD = "results/benchmarks/roofline_cpu.json"
+# the same model rows with LRN apart and on threads of its own
+UNFUSED = "results/benchmarks/roofline_cpu_unfused.json"
 DTYPES = {"torch.float32": "float32", "torch.bfloat16": "bf16"}
 
 
@@ -34,7 +36,7 @@ def speed_rows(record: dict) -> list[list[str]]:
     return rows
 
 
-def summary(record: dict) -> str:
+def summary(record: dict, unfused: dict | None = None) -> str:
     env = record["environment"]
     peaks = ", ".join(f"{v / 1e9:,.0f} GFLOP/s in {DTYPES.get(k, k)}"
                       for k, v in record["peak_flop_per_s"].items())
@@ -55,6 +57,15 @@ def summary(record: dict) -> str:
     elif inside:
         text += (f" LRN, timed inside a paper-AlexNet training step, "
                  f"takes {shares('apart')}.")
+    own = [r for r in (unfused or {}).get("lrn_time_in_step", [])
+           if r.get("lrn", "apart") == "apart"]
+    if own:
+        text += (" With LRN apart and its kernel on threads of its own "
+                 "instead of PyTorch's (" + UNFUSED.split("/")[-1] + "), "
+                 "the layer took " + " and ".join(
+                     f"{100 * r['lrn_share_of_step']:.0f}% in "
+                     f"{DTYPES.get(r['dtype'], r['dtype'])}" for r in own)
+                 + ".")
     return text
 
 
@@ -66,8 +77,10 @@ class CpuSpeedDirective(SphinxDirective):
             return [nodes.paragraph(text="No CPU speed record yet: run "
                                          "benchmarks/run_quiet.sh.")]
         record = json.loads(path.read_text())
+        other = Path(self.env.srcdir) / UNFUSED
+        unfused = json.loads(other.read_text()) if other.is_file() else None
         rows = [[[nodes.Text(c)] for c in r] for r in speed_rows(record)]
-        return [nodes.paragraph(text=summary(record)),
+        return [nodes.paragraph(text=summary(record, unfused)),
                 table(["Network", "Model", "dtype", "Images/s", "GFLOP/s",
                        "Share of peak"], rows, [22, 28, 10, 12, 12, 16])]
 
