@@ -230,12 +230,14 @@ def _pool_both_ways(lrn, pool, x, g, monkeypatch):
     return out, len(ran)
 
 
-# (shape, groups, z, s): the paper's pools on conv1-like and conv2-like
-# maps, non-overlapping and stride-1 pools, a row wider than a panel of
-# 64 positions, channels_last rows of more than 64 lines
+# (shape, groups, z, s): the paper's pools on conv1-like maps and on maps
+# small enough for the kernel's image-by-image mode (the CIFAR proxies'),
+# non-overlapping and stride-1 pools, rows wider than a panel of 64
+# positions in either mode, channels_last rows of more than 64 lines
 POOLS = [((2, 96, 55, 55), 2, 3, 2), ((3, 16, 13, 13), 2, 3, 2),
          ((2, 8, 12, 12), 1, 2, 2), ((2, 6, 9, 10), 1, 2, 1),
-         ((1, 4, 7, 70), 2, 3, 3), ((2, 130, 6, 6), 1, 3, 2)]
+         ((1, 4, 7, 70), 2, 3, 3), ((2, 130, 6, 6), 1, 3, 2),
+         ((1, 8, 70, 130), 2, 3, 2)]
 
 
 @pytest.mark.parametrize("shape,groups,z,s", POOLS)
@@ -293,11 +295,16 @@ def test_fused_nan_and_infinity_as_pytorch_pools_them(kernel, monkeypatch):
             assert torch.equal(a.nan_to_num(), b.nan_to_num())
 
 
-def test_fused_threads_split_the_work_without_changing_a_bit(kernel):
+@pytest.mark.parametrize("channels,side", [(96, 27), (24, 23)])
+def test_fused_threads_split_the_work_without_changing_a_bit(kernel,
+                                                             channels, side):
+    # rows of one image apart (paper-sized maps), whole images apart
+    # (proxy-sized maps)
     torch.manual_seed(21)
-    x = (torch.relu(torch.randn(5, 96, 27, 27)) * 30).bfloat16()
+    x = (torch.relu(torch.randn(5, channels, side, side)) * 30).bfloat16()
     x = x.contiguous(memory_format=torch.channels_last)
-    g = torch.randn(5, 96, 13, 13).bfloat16()
+    g = torch.randn(5, channels, (side - 3) // 2 + 1,
+                    (side - 3) // 2 + 1).bfloat16()
     lrn, pool = layers.LocalResponseNorm(groups=2), torch.nn.MaxPool2d(3, 2)
     before, results = torch.get_num_threads(), []
     try:

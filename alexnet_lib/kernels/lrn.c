@@ -414,9 +414,10 @@ static strides_t strides_of(const lrn_opts *o, const pool_opts *g) {
     return t;
 }
 
-/* Forward over pooled rows [first, last) of the B * Ho rows. */
-int lrn_pool_forward(const void *x, void *out, uint8_t *where, int64_t first,
-                     int64_t last, const lrn_opts *o, const pool_opts *g) {
+/* Row by row: forward over pooled rows [first, last) of the B * Ho. */
+static int rows_forward(const void *x, void *out, uint8_t *where,
+                        int64_t first, int64_t last, const lrn_opts *o,
+                        const pool_opts *g) {
     const strides_t t = strides_of(o, g);
     const int64_t Ct = t.Ct, rowlen = t.rowlen, cl = t.cl, cs = t.cs,
                   ws = t.ws, ocs = t.ocs, ows = t.ows, z = g->z, st = g->s;
@@ -489,11 +490,12 @@ static void add_where(float *d, int64_t step, const float *v,
     }
 }
 
-/* Backward over input rows [first, last) of the B * H rows: gx from x,
- * the pooled gradient gy and the positions of the maxima. */
-int lrn_pool_backward(const void *x, const void *gy, const uint8_t *where,
-                      void *gx, int64_t first, int64_t last,
-                      const lrn_opts *o, const pool_opts *g) {
+/* Row by row: backward over input rows [first, last) of the B * H: gx
+ * from x, the pooled gradient gy and the positions of the maxima. */
+static int rows_backward(const void *x, const void *gy,
+                         const uint8_t *where, void *gx, int64_t first,
+                         int64_t last, const lrn_opts *o,
+                         const pool_opts *g) {
     const strides_t t = strides_of(o, g);
     const int64_t Ct = t.Ct, rowlen = t.rowlen, cl = t.cl, cs = t.cs,
                   ws = t.ws, ocs = t.ocs, ows = t.ows, z = g->z, st = g->s;
@@ -560,6 +562,205 @@ int lrn_pool_backward(const void *x, const void *gy, const uint8_t *where,
     return 0;
 }
 
+/* Image by image, for small maps (an image's maps fit in IMAGE_FLOATS
+ * floats: the CIFAR proxies'). Rows of a few dozen positions make
+ * panels too small to run at speed, so here the LRN runs over a whole
+ * image in panels laid out as the unfused kernel's, into a float32 copy
+ * of the image in its memory layout; the pooling reads that copy, and
+ * the backward gathers the LRN output's gradient into such a copy. The
+ * arithmetic of every value, and the order of every sum, are those of
+ * the row-by-row code (and of the layers apart). */
+#define IMAGE_FLOATS 65536
+
+static int image_mode(const lrn_opts *o, const pool_opts *g) {
+    return g->groups * o->C * g->H * g->W <= IMAGE_FLOATS;
+}
+
+/* The panels of one image: channels_last, its lines (position, group)
+ * PANEL at a time; NCHW, each line (group) PANEL positions at a time. */
+static int64_t image_panels(const lrn_opts *o, const pool_opts *g) {
+    if (o->L == 1) return (g->H * g->W * g->groups + PANEL - 1) / PANEL;
+    return g->groups * ((o->L + PANEL - 1) / PANEL);
+}
+
+static panel_t image_panel(const lrn_opts *o, const pool_opts *g, int64_t b,
+                           int64_t j) {
+    panel_t p;
+    if (o->L == 1) {
+        int64_t lines = g->H * g->W * g->groups, l0 = j * PANEL;
+        p.base = (b * lines + l0) * o->C;
+        p.nl = lines - l0 < PANEL ? lines - l0 : PANEL;
+        p.u = 1;
+    } else {
+        int64_t per = (o->L + PANEL - 1) / PANEL;
+        int64_t grp = j / per, l0 = (j % per) * PANEL;
+        p.base = (b * g->groups + grp) * o->C * o->L + l0;
+        p.nl = 1;
+        p.u = o->L - l0 < PANEL ? o->L - l0 : PANEL;
+    }
+    p.stride = p.u;
+    p.plen = (o->C + o->n - 1) * p.u;
+    p.total = p.nl * p.plen;
+    p.valid = (p.nl - 1) * p.plen + o->C * p.u;
+    return p;
+}
+
+/* Offsets of window place k = i * z + j from the window's corner, in
+ * the image copy (memory layout). */
+static void window_offsets(const pool_opts *g, int64_t Ct, int cl,
+                           int64_t *off) {
+    for (int64_t i = 0; i < g->z; i++)
+        for (int64_t j = 0; j < g->z; j++)
+            off[i * g->z + j] = cl ? (i * g->W + j) * Ct : i * g->W + j;
+}
+
+static int images_forward(const void *x, void *out, uint8_t *where,
+                          int64_t first, int64_t last, const lrn_opts *o,
+                          const pool_opts *g) {
+    const strides_t t = strides_of(o, g);
+    const int64_t Ct = t.Ct, HW = g->H * g->W, z = g->z, st = g->s;
+    const int64_t len = Ct * HW, olen = Ct * g->Ho * g->Wo;
+    lrn_opts of = *o; /* the image copy holds float32 */
+    of.bf16 = 0;
+    int64_t size;
+    float *buf = scratch(o, 3, &size);
+    float *img = malloc((size_t)len * sizeof(float));
+    float *mx = malloc((size_t)olen * sizeof(float));
+    int32_t *kk = malloc((size_t)olen * sizeof(int32_t));
+    uint8_t *k8 = malloc((size_t)olen);
+    float *mt = malloc((size_t)olen * sizeof(float));
+    int32_t *kt = malloc((size_t)olen * sizeof(int32_t));
+    if (!buf || !img || !mx || !kk || !k8 || !mt || !kt) {
+        free(buf), free(img), free(mx), free(kk), free(k8), free(mt),
+            free(kt);
+        return -1;
+    }
+    float *a = buf, *q = buf + size, *s = buf + 2 * size;
+    for (int64_t b = first; b < last; b++) {
+        for (int64_t j = 0; j < image_panels(o, g); j++) {
+            panel_t p = image_panel(o, g, b, j);
+            load(x, o, &p, o->before, a);
+            core_forward(a, q, s, &p, o);
+            panel_t in_img = p;
+            in_img.base -= b * len;
+            store(img, &of, &in_img, s);
+        }
+        copy_as_stored(img, img, len, o->bf16);
+        for (int64_t i = 0; i < olen; i++) {
+            mx[i] = -INFINITY;
+            kk[i] = 0;
+        }
+        for (int64_t i = 0; i < z; i++) {
+            for (int64_t j = 0; j < z; j++) {
+                const int32_t K = (int32_t)(i * z + j);
+                /* (oh, ow) by (oh, ow), all channels at once; mx and
+                 * kk hold them channels last in either layout */
+                for (int64_t oh = 0; oh < g->Ho; oh++)
+                    for (int64_t ow = 0; ow < g->Wo; ow++) {
+                        int64_t at = (oh * g->Wo + ow) * Ct;
+                        int64_t from = (oh * st + i) * g->W + ow * st + j;
+                        max_in(img + (t.cl ? from * Ct : from), Ct,
+                               t.cl ? 1 : HW, K, mx + at, kk + at);
+                    }
+            }
+        }
+        if (!t.cl) { /* to NCHW order */
+            const int64_t HWo = g->Ho * g->Wo;
+            for (int64_t ch = 0; ch < Ct; ch++)
+                for (int64_t i = 0; i < HWo; i++) {
+                    mt[ch * HWo + i] = mx[i * Ct + ch];
+                    kt[ch * HWo + i] = kk[i * Ct + ch];
+                }
+            memcpy(mx, mt, olen * sizeof(float));
+            memcpy(kk, kt, olen * sizeof(int32_t));
+        }
+        for (int64_t i = 0; i < olen; i++) k8[i] = (uint8_t)kk[i];
+        from_f32(out, b * olen, o->bf16, olen, mx);
+        memcpy(where + b * olen, k8, olen);
+    }
+    free(buf), free(img), free(mx), free(kk), free(k8), free(mt), free(kt);
+    return 0;
+}
+
+static int images_backward(const void *x, const void *gy,
+                           const uint8_t *where, void *gx, int64_t first,
+                           int64_t last, const lrn_opts *o,
+                           const pool_opts *g) {
+    const strides_t t = strides_of(o, g);
+    const int64_t Ct = t.Ct, HW = g->H * g->W, st = g->s;
+    const int64_t len = Ct * HW, olen = Ct * g->Ho * g->Wo;
+    lrn_opts of = *o; /* the image copy holds float32 */
+    of.bf16 = 0;
+    int64_t off[15 * 15];
+    window_offsets(g, Ct, t.cl, off);
+    int64_t size;
+    float *buf = scratch(o, 5, &size);
+    float *img = malloc((size_t)len * sizeof(float));
+    float *gv = malloc((size_t)olen * sizeof(float));
+    if (!buf || !img || !gv) {
+        free(buf), free(img), free(gv);
+        return -1;
+    }
+    float *a = buf, *gr = buf + size, *q = buf + 2 * size,
+          *s = buf + 3 * size, *w = buf + 4 * size;
+    for (int64_t b = first; b < last; b++) {
+        /* the LRN output's gradient: each pooled value's added where its
+         * maximum sat, pooled rows then columns ascending (PyTorch's
+         * order for any one input), each sum rounded as stored */
+        for (int64_t i = 0; i < len; i++) img[i] = 0.0f;
+        to_f32(gy, b * olen, o->bf16, olen, gv);
+        const uint8_t *k = where + b * olen;
+        if (t.cl) {
+            for (int64_t oh = 0; oh < g->Ho; oh++)
+                for (int64_t ow = 0; ow < g->Wo; ow++) {
+                    const int64_t at = (oh * g->Wo + ow) * Ct;
+                    float *d = img + (oh * st * g->W + ow * st) * Ct;
+                    for (int64_t ch = 0; ch < Ct; ch++) {
+                        float *e = d + off[k[at + ch]] + ch;
+                        *e = round_as_stored(*e + gv[at + ch], o->bf16);
+                    }
+                }
+        } else {
+            for (int64_t ch = 0; ch < Ct; ch++)
+                for (int64_t oh = 0; oh < g->Ho; oh++)
+                    for (int64_t ow = 0; ow < g->Wo; ow++) {
+                        const int64_t at = (ch * g->Ho + oh) * g->Wo + ow;
+                        float *e = img + ch * HW + oh * st * g->W + ow * st
+                                   + off[k[at]];
+                        *e = round_as_stored(*e + gv[at], o->bf16);
+                    }
+        }
+        for (int64_t j = 0; j < image_panels(o, g); j++) {
+            panel_t p = image_panel(o, g, b, j);
+            load(x, o, &p, o->before, a);
+            panel_t in_img = p;
+            in_img.base -= b * len;
+            load(img, &of, &in_img, o->before, gr);
+            core_backward(a, gr, q, s, w, &p, o);
+            store(gx, o, &p, s);
+        }
+    }
+    free(buf), free(img), free(gv);
+    return 0;
+}
+
+/* Forward over work items [first, last): images or pooled rows. */
+int lrn_pool_forward(const void *x, void *out, uint8_t *where, int64_t first,
+                     int64_t last, const lrn_opts *o, const pool_opts *g) {
+    return image_mode(o, g)
+               ? images_forward(x, out, where, first, last, o, g)
+               : rows_forward(x, out, where, first, last, o, g);
+}
+
+/* Backward over work items [first, last): images or input rows. */
+int lrn_pool_backward(const void *x, const void *gy, const uint8_t *where,
+                      void *gx, int64_t first, int64_t last,
+                      const lrn_opts *o, const pool_opts *g) {
+    return image_mode(o, g)
+               ? images_backward(x, gy, where, gx, first, last, o, g)
+               : rows_backward(x, gy, where, gx, first, last, o, g);
+}
+
 /* ------------------------------------------------------------------ */
 /* Threads. The work of a call is cut into `threads` shares, share t
  * being items [items * t / threads, items * (t + 1) / threads). With
@@ -608,13 +809,14 @@ int lrn_backward_all(const void *x, const void *g, void *gx, int64_t R,
 int lrn_pool_forward_all(const void *x, void *out, uint8_t *where,
                          int share, int threads, const lrn_opts *o,
                          const pool_opts *g) {
-    SPLIT(g->B * g->Ho, lrn_pool_forward(x, out, where, first, last, o, g))
+    SPLIT(image_mode(o, g) ? g->B : g->B * g->Ho,
+          lrn_pool_forward(x, out, where, first, last, o, g))
 }
 
 int lrn_pool_backward_all(const void *x, const void *gy,
                           const uint8_t *where, void *gx, int share,
                           int threads, const lrn_opts *o,
                           const pool_opts *g) {
-    SPLIT(g->B * g->H,
+    SPLIT(image_mode(o, g) ? g->B : g->B * g->H,
           lrn_pool_backward(x, gy, where, gx, first, last, o, g))
 }
