@@ -283,24 +283,23 @@ class _LRNMaxPoolC(torch.autograd.Function):
         kernel.pool_forward(x, out, where, opts, geometry,
                             torch.get_num_threads())
         ctx.save_for_backward(x, where)
-        ctx.options = (size, alpha, beta, k, groups, z, s, kernel)
+        ctx.options = (size, alpha, beta, k, groups, z, s)
+        ctx.kernel_args = (opts, geometry, kernel)
         return out
 
     @staticmethod
     def backward(ctx, g):
         x, where = ctx.saved_tensors
-        size, alpha, beta, k, groups, z, s, kernel = ctx.options
         if torch.is_grad_enabled():  # create_graph: differentiable path
+            size, alpha, beta, k, groups, z, s = ctx.options
             with torch.enable_grad():
                 y = F.max_pool2d(
                     _lrn_reference(x, size, alpha, beta, k, groups), z, s)
             gx, = torch.autograd.grad(y, x, g, create_graph=True)
             return (gx,) + (None,) * 8
-        from alexnet_lib.kernels import pool_opts
+        opts, geometry, kernel = ctx.kernel_args
         g = g.to(x.dtype).contiguous(memory_format=_memory_format(x))
         gx = torch.empty_like(x)
-        _, opts = _kernel_layout(x, size, alpha, beta, k, groups)
-        geometry = pool_opts(*x.shape[:1], *x.shape[2:], groups, z, s)
         kernel.pool_backward(x, g, where, gx, opts, geometry,
                              torch.get_num_threads())
         return (gx,) + (None,) * 8

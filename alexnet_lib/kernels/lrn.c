@@ -297,7 +297,7 @@ static float round_as_stored(float v, int bf16) {
     return bf16 ? bf16_to_f32(f32_to_bf16(v)) : v;
 }
 
-/* One LRN panel of row (b, h): panel index j of the row's panels. */
+/* How many LRN panels one row takes. */
 static int64_t row_panels(const lrn_opts *o, const pool_opts *g) {
     if (o->L == 1) return (g->W * g->groups + PANEL - 1) / PANEL;
     return g->groups * ((g->W + PANEL - 1) / PANEL);
@@ -305,12 +305,12 @@ static int64_t row_panels(const lrn_opts *o, const pool_opts *g) {
 
 /* The panel j of row (b, h), and where its lines and positions go in
  * the row buffer: value (line, c, t) of the panel is row[at + line *
- * lstep + c * cstep + t * tstep]. */
+ * lstep + c * cstep + t]. */
 static panel_t row_panel(const lrn_opts *o, const pool_opts *g, int64_t b,
                          int64_t h, int64_t j, int64_t *at, int64_t *lstep,
-                         int64_t *cstep, int64_t *tstep) {
+                         int64_t *cstep) {
     panel_t p;
-    const int64_t C = o->C, Ct = g->groups * C;
+    const int64_t C = o->C;
     if (o->L == 1) { /* lines: (w, group), C channels each, contiguous */
         int64_t lines = g->W * g->groups, l0 = j * PANEL;
         int64_t r0 = (b * g->H + h) * lines + l0;
@@ -318,7 +318,7 @@ static panel_t row_panel(const lrn_opts *o, const pool_opts *g, int64_t b,
         p.nl = lines - l0 < PANEL ? lines - l0 : PANEL;
         p.u = 1;
         *at = l0 * C;
-        *lstep = C, *cstep = 1, *tstep = 0;
+        *lstep = C, *cstep = 1;
     } else { /* one line (b, group), up to PANEL positions of row h */
         int64_t per = (g->W + PANEL - 1) / PANEL;
         int64_t grp = j / per, w0 = (j % per) * PANEL;
@@ -326,8 +326,7 @@ static panel_t row_panel(const lrn_opts *o, const pool_opts *g, int64_t b,
         p.nl = 1;
         p.u = g->W - w0 < PANEL ? g->W - w0 : PANEL;
         *at = grp * C * g->W + w0;
-        *lstep = 0, *cstep = g->W, *tstep = 1;
-        (void)Ct;
+        *lstep = 0, *cstep = g->W;
     }
     p.stride = p.u;
     p.plen = (o->C + o->n - 1) * p.u;
@@ -351,8 +350,8 @@ static void lrn_row(const void *x, const lrn_opts *o, const pool_opts *g,
                     int64_t b, int64_t h, float *a, float *q, float *s,
                     float *row) {
     for (int64_t j = 0; j < row_panels(o, g); j++) {
-        int64_t at, ls, cs, ts;
-        panel_t p = row_panel(o, g, b, h, j, &at, &ls, &cs, &ts);
+        int64_t at, ls, cs;
+        panel_t p = row_panel(o, g, b, h, j, &at, &ls, &cs);
         load(x, o, &p, o->before, a);
         core_forward(a, q, s, &p, o);
         if (o->L == 1) { /* line by line, channels contiguous */
@@ -539,8 +538,8 @@ static int rows_backward(const void *x, const void *gy,
             }
         }
         for (int64_t j = 0; j < row_panels(o, g); j++) {
-            int64_t at, ls, cst, ts;
-            panel_t p = row_panel(o, g, b, h, j, &at, &ls, &cst, &ts);
+            int64_t at, ls, cst;
+            panel_t p = row_panel(o, g, b, h, j, &at, &ls, &cst);
             load(x, o, &p, o->before, a);
             /* the gradient panel from the row, in padded coordinates */
             const int64_t off = o->before * p.stride;
