@@ -86,6 +86,18 @@ typedef struct {
     int64_t base, nl, u, stride, plen, total, valid;
 } panel_t;
 
+/* The rest of a panel from its base, nl and u. */
+static panel_t sized(panel_t p, const lrn_opts *o) {
+    p.stride = p.u;
+    p.plen = (o->C + o->n - 1) * p.u;
+    p.total = p.nl * p.plen;
+    /* outputs are computed for i in [0, valid): every (line, c, t) with
+     * i = line*plen + c*stride + t; with several lines the few indices
+     * that fall on pads are computed too and never stored */
+    p.valid = (p.nl - 1) * p.plen + o->C * p.u;
+    return p;
+}
+
 static panel_t panel_at(int64_t panel, int64_t R, const lrn_opts *o) {
     panel_t p;
     if (o->L > 1) {
@@ -100,14 +112,7 @@ static panel_t panel_at(int64_t panel, int64_t R, const lrn_opts *o) {
         p.nl = R - r0 < PANEL ? R - r0 : PANEL;
         p.u = 1;
     }
-    p.stride = p.u;
-    p.plen = (o->C + o->n - 1) * p.u;
-    p.total = p.nl * p.plen;
-    /* outputs are computed for i in [0, valid): every (line, c, t) with
-     * i = line*plen + c*stride + t; with several lines the few indices
-     * that fall on pads are computed too and never stored */
-    p.valid = (p.nl - 1) * p.plen + o->C * p.u;
-    return p;
+    return sized(p, o);
 }
 
 /* Read the panel's values into `dst` in padded coordinates with `off`
@@ -328,11 +333,7 @@ static panel_t row_panel(const lrn_opts *o, const pool_opts *g, int64_t b,
         *at = grp * C * g->W + w0;
         *lstep = 0, *cstep = g->W;
     }
-    p.stride = p.u;
-    p.plen = (o->C + o->n - 1) * p.u;
-    p.total = p.nl * p.plen;
-    p.valid = (p.nl - 1) * p.plen + o->C * p.u;
-    return p;
+    return sized(p, o);
 }
 
 /* n values rounded as stored: bf16 data hold bf16-rounded values. */
@@ -597,11 +598,7 @@ static panel_t image_panel(const lrn_opts *o, const pool_opts *g, int64_t b,
         p.nl = 1;
         p.u = o->L - l0 < PANEL ? o->L - l0 : PANEL;
     }
-    p.stride = p.u;
-    p.plen = (o->C + o->n - 1) * p.u;
-    p.total = p.nl * p.plen;
-    p.valid = (p.nl - 1) * p.plen + o->C * p.u;
-    return p;
+    return sized(p, o);
 }
 
 /* Offsets of window place k = i * z + j from the window's corner, in
