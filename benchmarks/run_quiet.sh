@@ -30,3 +30,6 @@ ALEXNET_FUSE_LRN_POOL=0 ALEXNET_LRN_THREADS=python "$PY" \
     --json "$R/cifar_pipeline_alexnet_cifar.json"
 # one seeded proxy arm in float32 and in bf16 + channels_last
 "$PY" benchmarks/bench_bf16_proxy.py --json "$R/bf16_proxy.json"
+# where a proxy training step's time goes (torch.profiler, by layer kind)
+"$PY" benchmarks/bench_proxy_profile.py \
+    --json "$R/proxy_profile_alexnet_cifar.json"

@@ -69,3 +69,58 @@ def test_quick_bf16_proxy_record(tmp_path):
     assert r["bf16_minus_float32"]["test_error"] == round(
         b["test_error"] - a["test_error"], 4)
     assert (r["train_images"], r["test_images"]) == (2000, 1017)
+
+
+def test_quick_proxy_profile_record(tmp_path):
+    import bench_proxy_profile
+    threads = torch.get_num_threads()
+    try:
+        bench_proxy_profile.main(["--quick", "--threads", "1",
+                                  "--json", str(tmp_path / "p.json")])
+    finally:
+        torch.set_num_threads(threads)
+    r = json.loads((tmp_path / "p.json").read_text())
+    assert r["benchmark"] == "proxy_profile" and r["model"] == "alexnet_cifar"
+    assert "float32" in r["runs"]
+    assert ("bf16 + channels_last" in r["runs"]) == r["cpu_bf16_instructions"]
+    for run in r["runs"].values():
+        assert (run["steps"], run["repeats"], run["batch"]) == (2, 1, 16)
+        ms = run["ms_per_step"]
+        # every layer kind of the proxy found, forward and backward
+        for kind in bench_proxy_profile.KINDS:
+            assert ms[f"forward: {kind}"] > 0, kind
+        for kind in ("convolution", "LRN + max-pooling", "ReLU",
+                     "fully connected"):
+            assert ms[f"backward: {kind}"] > 0, kind
+        assert ms["data path (CifarLoader)"] > 0
+        assert ms["optimizer (step, zero_grad)"] > 0
+        # the rows add up to the step (each rounded to a microsecond)
+        assert math.isclose(sum(ms.values()), run["step_ms_profiled"],
+                            abs_tol=0.001 * len(ms))
+        assert 0 < bench_proxy_profile.conv_share(run) < 1
+        assert len(run["top_ops_self_ms_per_step"]) == 15
+
+
+def test_proxy_profile_classifies_by_event_name():
+    import bench_proxy_profile as bp
+
+    class Event:
+        def __init__(self, name, us, children=(), parent=None):
+            self.name, self.cpu_time_total = name, us
+            self.cpu_children, self.cpu_parent = list(children), parent
+    conv = Event("aten::conv2d", 30.0, parent=object())
+    lrn = Event("_LRNMaxPoolC", 5.0, parent=object())
+    events = [Event("data", 2.0),
+              Event("forward", 40.0, [conv, lrn]), conv, lrn,
+              Event(bp._BACKWARD + "ConvolutionBackward0", 50.0),
+              Event(bp._BACKWARD + "_LRNMaxPoolCBackward", 6.0),
+              Event(bp._BACKWARD + "AccumulateGrad", 1.0),
+              Event("Optimizer.step#PaperSGD.step", 3.0),
+              Event("aten::cross_entropy_loss", 0.5)]
+    assert dict(bp.classify(events)) == {
+        "data path (CifarLoader)": 2.0,
+        "forward: convolution": 30.0, "forward: LRN + max-pooling": 5.0,
+        "forward: other": 5.0,
+        "backward: convolution": 50.0, "backward: LRN + max-pooling": 6.0,
+        "backward: other": 1.0,
+        "optimizer (step, zero_grad)": 3.0, "loss and step statistics": 0.5}

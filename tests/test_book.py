@@ -149,6 +149,29 @@ def test_preface_shows_what_two_cores_can_do(build):
     assert " ".join(text.split()) in " ".join(rendered.split())
 
 
+def test_preface_shows_where_a_proxy_step_goes(build):
+    # the {proxy-profile} table: one row per row of the profile record,
+    # each dtype's milliseconds and shares rendered from it
+    from book_speed import profile_rows, profile_summary
+    record = json.loads((REPO / "results" / "benchmarks" /
+                         "proxy_profile_alexnet_cifar.json").read_text())
+    page = html.unescape(read(build[0], "book/preface"))
+    section = page[page.index('id="what-two-cpu-cores-can-do"'):]
+    section = section[section.index("Where the time goes"):]
+    table = section[:section.index("</table>")]
+    rows = profile_rows(record)
+    first = next(iter(record["runs"].values()))
+    assert len(rows) == len(first["ms_per_step"]) + 1 >= 15
+    assert table.count("<tr") == len(rows)  # the header row was cut off
+    for row in rows:
+        assert f"<td><p>{row[0]}</p></td>" in table
+        assert f"<td><p>{row[1]}</p></td>" in table
+    text = " ".join(profile_summary(record).split())
+    assert "Convolution takes" in text
+    rendered = re.sub(r"<[^>]+>", "", page).replace("\u2019", "'")
+    assert text in " ".join(rendered.split())
+
+
 def test_math_uses_local_mathjax_when_vendored(build):
     html, _ = build
     page = read(html, "book/deviations")

@@ -21,6 +21,8 @@ RECORD = "results/benchmarks/roofline_cpu.json"
 # the same model rows with LRN apart and on threads of its own
 UNFUSED = "results/benchmarks/roofline_cpu_unfused.json"
 DTYPES = {"torch.float32": "float32", "torch.bfloat16": "bf16"}
+# where a CIFAR proxy's training step spends its time
+PROFILE = "results/benchmarks/proxy_profile_alexnet_cifar.json"
 
 
 def speed_rows(record: dict) -> list[list[str]]:
@@ -85,7 +87,61 @@ class CpuSpeedDirective(SphinxDirective):
                        "Share of peak"], rows, [22, 28, 10, 12, 12, 16])]
 
 
+def profile_rows(record: dict) -> list[list[str]]:
+    """Row, then ms per step and share of the step for each dtype."""
+    runs = list(record["runs"].values())
+    rows = []
+    for name in runs[0]["ms_per_step"]:
+        row = [name]
+        for r in runs:
+            ms = r["ms_per_step"].get(name, 0.0)
+            row += [f"{ms:.2f}", f"{100 * ms / r['step_ms_profiled']:.1f}%"]
+        rows.append(row)
+    rows.append(["whole step"] + [c for r in runs for c in
+                                  (f"{r['step_ms_profiled']:.2f}", "100%")])
+    return rows
+
+
+def profile_summary(record: dict) -> str:
+    env, runs = record["environment"], record["runs"]
+    first = next(iter(runs.values()))
+
+    def conv(r):
+        ms = r["ms_per_step"]
+        return 100 * ((ms["forward: convolution"]
+                       + ms["backward: convolution"]) / r["step_ms_profiled"])
+    return (f"One training step of {record['model']} (batch "
+            f"{first['batch']}, the chapters' data path and update), "
+            f"profiled with torch.profiler on {env['hardware']}, torch "
+            f"{env['torch']}, {record['date'][:10]}: the median of "
+            f"{first['repeats']} runs of {first['steps']} steps. "
+            "Convolution takes " + " and ".join(
+                f"{conv(r):.0f}% of the step in {d}"
+                for d, r in runs.items()) + "; without the profiler the "
+            "steps ran at " + " and ".join(
+                f"{r['images_per_s']:,.0f} images/s in {d}"
+                for d, r in runs.items()) + ".")
+
+
+class ProxyProfileDirective(SphinxDirective):
+    def run(self) -> list[nodes.Node]:
+        path = Path(self.env.srcdir) / PROFILE
+        mark_generated(self.env)
+        if not path.is_file():
+            return [nodes.paragraph(text="No proxy profile yet: run "
+                                         "benchmarks/run_quiet.sh.")]
+        record = json.loads(path.read_text())
+        head = ["Where the time goes"]
+        for d in record["runs"]:
+            head += [f"{d}, ms", "share"]
+        rows = [[[nodes.Text(c)] for c in r] for r in profile_rows(record)]
+        widths = [40] + [15, 15] * len(record["runs"])
+        return [nodes.paragraph(text=profile_summary(record)),
+                table(head, rows, widths[:len(head)])]
+
+
 def setup(app: Sphinx) -> dict:
     app.setup_extension("book_deviations")  # shared re-read bookkeeping
     app.add_directive("cpu-speed", CpuSpeedDirective)
+    app.add_directive("proxy-profile", ProxyProfileDirective)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
