@@ -258,6 +258,8 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     cpu = device.type == "cpu"
     torch.set_num_threads(available_cores())
+    from alexnet_lib.speed import keep_freed_memory
+    keep_freed_memory()  # as training does; ALEXNET_MALLOC=default: off
     batches = args.batches or ([8, 16] if cpu else [256, 512, 1024])
     steps = args.steps or (3 if cpu else 20)
     workers = args.workers or ([0, 2] if cpu else [8, 16])
@@ -265,6 +267,7 @@ def main(argv=None) -> dict:
     train = training_rows(device, batches, args.warmup, steps,
                           (args.compile_batches or batches)
                           if with_compile else [])
+    env = environment()  # as the training rows ran (threads)
     # One torch thread in the main process, as in each worker: on a
     # busy machine two spinning OpenMP threads per small op cost more
     # than they bring (measured: up to 10x slower at 0 workers).
@@ -302,7 +305,7 @@ def main(argv=None) -> dict:
                              "best_pipeline_images_per_s": best_pipe,
                              "hours": hours},
               "targets": targets,
-              "environment": environment()}
+              "environment": env}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

@@ -33,3 +33,6 @@ ALEXNET_FUSE_LRN_POOL=0 ALEXNET_LRN_THREADS=python "$PY" \
 # where a proxy training step's time goes (torch.profiler, by layer kind)
 "$PY" benchmarks/bench_proxy_profile.py \
     --json "$R/proxy_profile_alexnet_cifar.json"
+# ImageNet-scale steps at small batches, input pipelines, 90-epoch time
+"$PY" benchmarks/bench_imagenet_scale.py --device cpu \
+    --json "$R/imagenet_scale_cpu.json"
