@@ -24,9 +24,12 @@ def _forward_backward(fn, x, g):
 
 
 # (shape, groups): L = H * W below, at and above the 64-position panel;
-# channels_last rows below and above a panel of 64; a 3-d input
+# channels_last rows below and above a panel of 64; a 3-d input;
+# channels_last panels that take two chunks of the kernel's 4,096
+# values, and lines longer than a chunk
 SHAPES = [((3, 12, 7, 9), 1), ((2, 16, 5, 5), 2), ((2, 8, 11, 13), 2),
-          ((5, 24, 4, 4), 3), ((1, 6, 130, 1), 1), ((4, 10, 9), 1)]
+          ((5, 24, 4, 4), 3), ((1, 6, 130, 1), 1), ((4, 10, 9), 1),
+          ((2, 96, 7, 7), 1), ((1, 4100, 2, 3), 1)]
 
 
 @pytest.mark.parametrize("shape,groups", SHAPES)
@@ -74,19 +77,24 @@ def test_both_conventions_and_any_beta_match_torch(kernel, beta,
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_bfloat16_rounds_once_from_the_float32_result(kernel,
+@pytest.mark.parametrize("shape,groups", [((4, 32, 9, 9), 2),
+                                          ((2, 24, 23, 23), 2),
+                                          ((2, 96, 7, 7), 1),
+                                          ((1, 4100, 2, 3), 1)])
+def test_bfloat16_rounds_once_from_the_float32_result(kernel, shape, groups,
                                                       channels_last):
     # bf16 in, float32 inside, bf16 out: the result equals the float32
-    # kernel on the same (bf16) inputs, rounded once to bf16
+    # kernel on the same (bf16) inputs, rounded once to bf16 (channels
+    # last: lines of 12, 96 and 4,100 values, converted in chunks)
     torch.manual_seed(9)
-    x = (torch.relu(torch.randn(4, 32, 9, 9)) * 30).bfloat16()
-    g = torch.randn(4, 32, 9, 9).bfloat16()
+    x = (torch.relu(torch.randn(shape)) * 30).bfloat16()
+    g = torch.randn(shape).bfloat16()
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
         g = g.contiguous(memory_format=torch.channels_last)
 
     def lrn(t):
-        return local_response_norm(t, groups=2)
+        return local_response_norm(t, groups=groups)
     y, gx = _forward_backward(lrn, x, g)
     y32, gx32 = _forward_backward(lrn, x.float(), g.float())
     assert y.dtype == gx.dtype == torch.bfloat16

@@ -74,6 +74,55 @@ static void from_f32(void *dst, int64_t at, int bf16, int64_t n,
     }
 }
 
+/* Channels_last panels: nl lines of C values, end to end in memory from
+ * `at`, to and from rows of `plen` floats (lead zeros, the C values,
+ * trail zeros). Lines are a dozen or a few dozen values, too short for
+ * the compiler to vectorise a bf16 conversion per line, so bf16 values
+ * are converted CHUNK at a time, over many lines, through `tmp`. */
+#define CHUNK 4096
+
+static void load_lines(const void *src, int64_t at, int bf16, int64_t nl,
+                       int64_t C, int64_t lead, int64_t trail, float *dst) {
+    const int64_t plen = lead + C + trail;
+    const int64_t per = C < CHUNK ? CHUNK / C : 1;
+    float tmp[CHUNK];
+    for (int64_t l0 = 0; l0 < nl; l0 += per) {
+        const int64_t m = nl - l0 < per ? nl - l0 : per;
+        const float *from = (const float *)src + at + l0 * C;
+        if (bf16 && C <= CHUNK) {
+            to_f32(src, at + l0 * C, 1, m * C, tmp);
+            from = tmp;
+        }
+        for (int64_t line = 0; line < m; line++) {
+            float *row = dst + (l0 + line) * plen;
+            for (int64_t c = 0; c < lead; c++) row[c] = 0.0f;
+            if (bf16 && C > CHUNK)
+                to_f32(src, at + (l0 + line) * C, 1, C, row + lead);
+            else
+                memcpy(row + lead, from + line * C, C * sizeof(float));
+            for (int64_t c = 0; c < trail; c++) row[lead + C + c] = 0.0f;
+        }
+    }
+}
+
+static void store_lines(void *dst, int64_t at, int bf16, int64_t nl,
+                        int64_t C, int64_t plen, const float *src) {
+    const int64_t per = C < CHUNK ? CHUNK / C : 1;
+    float tmp[CHUNK];
+    for (int64_t l0 = 0; l0 < nl; l0 += per) {
+        const int64_t m = nl - l0 < per ? nl - l0 : per;
+        float *to = bf16 && C <= CHUNK ? tmp : (float *)dst + at + l0 * C;
+        for (int64_t line = 0; line < m; line++) {
+            const float *row = src + (l0 + line) * plen;
+            if (bf16 && C > CHUNK)
+                from_f32(dst, at + (l0 + line) * C, 1, C, row);
+            else
+                memcpy(to + line * C, row, C * sizeof(float));
+        }
+        if (bf16 && C <= CHUNK) from_f32(dst, at + l0 * C, 1, m * C, tmp);
+    }
+}
+
 /* A panel in "padded coordinates": line `line`, channel c, position t
  * sits at line*plen + (c + off)*stride + t, where plen = (C + n - 1)*u
  * and stride = u (the distance between channels). `off` channels of
@@ -121,17 +170,17 @@ static void load(const void *src, const lrn_opts *o, const panel_t *p,
                  int64_t off, float *dst) {
     const int64_t C = o->C, lead = off * p->stride;
     const int64_t trail = (o->n - 1 - off) * p->stride;
+    if (o->L == 1) { /* lines of a few dozen values: no calls per line */
+        load_lines(src, p->base, o->bf16, p->nl, C, lead, trail, dst);
+        return;
+    }
     for (int64_t line = 0; line < p->nl; line++) {
         float *row = dst + line * p->plen;
         memset(row, 0, lead * sizeof(float));
         memset(row + lead + C * p->u, 0, trail * sizeof(float));
-        if (o->L == 1) {
-            to_f32(src, p->base + line * C, o->bf16, C, row + lead);
-        } else {
-            for (int64_t c = 0; c < C; c++)
-                to_f32(src, p->base + c * o->L, o->bf16, p->u,
-                       row + lead + c * p->u);
-        }
+        for (int64_t c = 0; c < C; c++)
+            to_f32(src, p->base + c * o->L, o->bf16, p->u,
+                   row + lead + c * p->u);
     }
 }
 
@@ -139,15 +188,15 @@ static void load(const void *src, const lrn_opts *o, const panel_t *p,
 static void store(void *dst, const lrn_opts *o, const panel_t *p,
                   const float *src) {
     const int64_t C = o->C;
+    if (o->L == 1) {
+        store_lines(dst, p->base, o->bf16, p->nl, C, p->plen, src);
+        return;
+    }
     for (int64_t line = 0; line < p->nl; line++) {
         const float *row = src + line * p->plen;
-        if (o->L == 1) {
-            from_f32(dst, p->base + line * C, o->bf16, C, row);
-        } else {
-            for (int64_t c = 0; c < C; c++)
-                from_f32(dst, p->base + c * o->L, o->bf16, p->u,
-                         row + c * p->u);
-        }
+        for (int64_t c = 0; c < C; c++)
+            from_f32(dst, p->base + c * o->L, o->bf16, p->u,
+                     row + c * p->u);
     }
 }
 
