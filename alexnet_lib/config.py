@@ -71,9 +71,10 @@ class OptimConfig:
 class SpeedConfig:
     """Arithmetic options of today's GPUs (alexnet_lib/speed.py).
 
-    None: on for CUDA; on a CPU, bf16 and channels_last are on where
-    the CPU has bfloat16 instructions (speed.cpu_has_native_bf16) and
-    the others off. False, the default, keeps every other run computing
+    None: on for CUDA; on a CPU, bf16 is on where the CPU has bfloat16
+    instructions (speed.cpu_has_native_bf16), channels_last on x86-64
+    CPUs and where bf16 is (speed.cpu_prefers_channels_last), the others
+    off. False, the default, keeps every other run computing
     as it always did. Not in the paper; speed.check_option compares
     each with float32 eager results.
     """
@@ -92,8 +93,10 @@ class SpeedConfig:
         names = dataclasses.asdict(self)
         auto = dict.fromkeys(names, device_type == "cuda")
         if device_type == "cpu" and None in (self.bf16, self.channels_last):
-            from alexnet_lib.speed import cpu_has_native_bf16
-            auto["bf16"] = auto["channels_last"] = cpu_has_native_bf16()
+            from alexnet_lib.speed import (cpu_has_native_bf16,
+                                           cpu_prefers_channels_last)
+            auto["bf16"] = cpu_has_native_bf16()
+            auto["channels_last"] = cpu_prefers_channels_last()
         return SpeedConfig(**{k: auto[k] if v is None else v
                               for k, v in names.items()})
 
@@ -160,8 +163,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
     Profile("cpu", "a laptop: about 30 minutes per experiment",
             "2-8 CPU cores", {"epochs": 3, "data__train_subset": 5000,
                               "data__val_subset": 1000,
-                              # bf16 + channels_last where the CPU has
-                              # bf16 instructions (None: by hardware)
+                              # bf16 where the CPU has bf16
+                              # instructions, channels_last on x86-64
+                              # CPUs and with bf16 (None: by hardware)
                               "speed__bf16": None,
                               "speed__channels_last": None}),
     Profile("gpu", "the full experiment on its data set", "one CUDA GPU",

@@ -338,8 +338,9 @@ def estimate_minutes(plan: ImagenettePlan, epochs: int, profile: str = "cpu",
     """How long ``epochs`` epochs of ``plan`` would take here.
 
     Times ``steps`` training steps (after one untimed) of the plan's
-    network on random batches, with the profile's speed settings (bf16
-    and channels_last where the CPU has them), and scales the rate to
+    network on random batches, with the profile's speed settings (on a
+    CPU: bf16 where it has bf16 instructions, channels_last on x86-64
+    and with bf16), and scales the rate to
     the plan's training images plus its validation images (forward
     only: about a third of a training step each). Data loading is not
     timed, so the estimate is a lower bound. Returns images_per_s and

@@ -36,3 +36,7 @@ ALEXNET_FUSE_LRN_POOL=0 ALEXNET_LRN_THREADS=python "$PY" \
 # ImageNet-scale steps at small batches, input pipelines, 90-epoch time
 "$PY" benchmarks/bench_imagenet_scale.py --device cpu \
     --json "$R/imagenet_scale_cpu.json"
+# float32 NCHW against channels_last, with AVX-512 and limited to AVX2
+"$PY" benchmarks/bench_channels_last.py --json "$R/channels_last_cpu.json"
+ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 "$PY" \
+    benchmarks/bench_channels_last.py --json "$R/channels_last_cpu_avx2.json"

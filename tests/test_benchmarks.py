@@ -124,3 +124,40 @@ def test_proxy_profile_classifies_by_event_name():
         "backward: convolution": 50.0, "backward: LRN + max-pooling": 6.0,
         "backward: other": 1.0,
         "optimizer (step, zero_grad)": 3.0, "loss and step statistics": 0.5}
+
+
+def test_quick_channels_last_record(tmp_path):
+    import bench_channels_last
+    import bench_roofline
+    threads = torch.get_num_threads()
+    try:
+        bench_channels_last.main(["--quick", "--threads", "1",
+                                  "--json", str(tmp_path / "c.json")])
+    finally:
+        torch.set_num_threads(threads)
+    r = json.loads((tmp_path / "c.json").read_text())
+    specs = bench_roofline.model_specs(quick=True)
+    assert [(row["model"], row["options"], row["batch"]) for row in
+            r["rows"]] == [(n, o, b) for _, n, o, b in specs]
+    for row in r["rows"]:
+        assert row["check"]["option"] == "channels_last"
+        assert row["check"]["ok"], row  # within speed.TOLERANCES
+        assert math.isclose(row["speedup"],
+                            row["channels_last_images_per_s"]
+                            / row["nchw_images_per_s"])
+
+
+def test_stored_channels_last_records_back_the_cpu_profile():
+    # the cpu profile's channels_last on x86-64 (speed.cpu_prefers_
+    # channels_last) rests on these: every network faster, within
+    # tolerance, with AVX-512 kernels and limited to AVX2
+    stored = REPO / "results" / "benchmarks"
+    isas = set()
+    for name in ("channels_last_cpu.json", "channels_last_cpu_avx2.json"):
+        r = json.loads((stored / name).read_text())
+        assert r["quick"] is False and r["machine"] == "x86_64"
+        isas.add(r["onednn_max_cpu_isa"])
+        assert len(r["rows"]) == 9
+        for row in r["rows"]:
+            assert row["speedup"] > 1 and row["check"]["ok"], row
+    assert isas == {None, "AVX2"}

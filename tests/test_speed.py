@@ -26,6 +26,7 @@ def _batch(size=224, n=2, classes=1000):
 def test_off_by_default_and_on_for_cuda_in_the_imagenet_profile(
         monkeypatch):
     monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(speed, "cpu_prefers_channels_last", lambda: False)
     off, on = SpeedConfig(*[False] * 5), SpeedConfig(*[True] * 5)
     assert SpeedConfig() == off and SpeedConfig().resolve("cuda") == off
     auto = apply_profile(TrainConfig(), "imagenet").speed
@@ -36,14 +37,18 @@ def test_off_by_default_and_on_for_cuda_in_the_imagenet_profile(
                                     "cudnn_benchmark", "tf32"]
 
 
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
 @pytest.mark.parametrize("native", [True, False])
 def test_cpu_profile_uses_bf16_only_where_the_cpu_has_it(monkeypatch,
-                                                         native):
+                                                         native, machine):
     monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(speed.platform, "machine", lambda: machine)
+    # channels_last: on x86-64 (faster there in float32 too), and with bf16
+    cl = native or machine == "x86_64"
+    assert speed.cpu_prefers_channels_last() == cl
     opts = apply_profile(TrainConfig(), "cpu").speed
     assert (opts.bf16, opts.channels_last) == (None, None)
-    assert opts.resolve("cpu") == SpeedConfig(bf16=native,
-                                              channels_last=native)
+    assert opts.resolve("cpu") == SpeedConfig(bf16=native, channels_last=cl)
     assert opts.resolve("cuda") == SpeedConfig(bf16=True,
                                                channels_last=True)
     # the ci profile, whose outputs the notebooks compare, stays fp32
@@ -51,10 +56,12 @@ def test_cpu_profile_uses_bf16_only_where_the_cpu_has_it(monkeypatch,
         SpeedConfig()
     # an explicit setting wins over the hardware
     assert SpeedConfig(bf16=False, channels_last=None).resolve("cpu") == \
-        SpeedConfig(channels_last=native)
+        SpeedConfig(channels_last=cl)
+    assert SpeedConfig(bf16=None, channels_last=False).resolve("cpu") == \
+        SpeedConfig(bf16=native)
     model = speed.apply_speed(create_model("alexnet_cifar"), opts, "cpu")
     assert model.conv1.weight.is_contiguous(
-        memory_format=torch.channels_last) == native
+        memory_format=torch.channels_last) == cl
     # bf16: the instance's forward is wrapped in autocast
     assert hasattr(model.forward, "__wrapped__") == native
 
