@@ -26,6 +26,15 @@ from alexnet_lib.models import AlexNet
 from alexnet_lib.sysinfo import environment
 
 
+def write_record(path: Path | None, report: dict) -> None:
+    """The benchmark's record as JSON at ``path`` (None: not written)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}")
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))  # honours taskset / cgroups
@@ -134,10 +143,7 @@ def main(argv=None) -> dict:
               "threads": args.threads, "warmup": args.warmup,
               "steps": args.steps, "environment": environment(),
               "results": results}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+    write_record(args.json, report)
     return report
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_alexnet_cpu import available_cores  # noqa: E402
+from bench_alexnet_cpu import available_cores, write_record  # noqa: E402
 
 from alexnet_lib.config import SpeedConfig  # noqa: E402
 from alexnet_lib.data import load_cifar10  # noqa: E402
@@ -90,10 +89,7 @@ def main(argv=None) -> dict:
               "bf16_minus_float32": diff,
               "mean_images_per_s": dict(zip(arms, rate)),
               "runs": runs, "environment": environment()}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+    write_record(args.json, report)
     return report
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_alexnet_cpu import available_cores, time_steps  # noqa: E402
+from bench_alexnet_cpu import (  # noqa: E402
+    available_cores, time_steps, write_record)
 from bench_roofline import build, model_specs, step_fn  # noqa: E402
 
 from alexnet_lib.config import SpeedConfig  # noqa: E402
@@ -83,10 +84,7 @@ def main(argv=None) -> dict:
               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
               "rows": rows, "environment": environment()}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str))
-        print(f"wrote {args.json}")
+    write_record(args.json, report)
     return report
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -36,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_alexnet_cpu import available_cores, time_steps  # noqa: E402
+from bench_alexnet_cpu import (  # noqa: E402
+    available_cores, time_steps, write_record)
 
 from alexnet_lib.config import (SpeedConfig, TrainConfig,  # noqa: E402
                                 apply_profile, data_root)
@@ -306,10 +306,7 @@ def main(argv=None) -> dict:
                              "hours": hours},
               "targets": targets,
               "environment": env}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+    write_record(args.json, report)
     return report
 
 

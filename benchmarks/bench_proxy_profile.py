@@ -1,7 +1,8 @@
 """Where a CIFAR proxy's training step spends its time, by layer kind.
 
     python benchmarks/bench_proxy_profile.py [--model alexnet_cifar]
-        [--steps 60] [--warmup 5] [--repeats 3] [--threads N] [--quick] [--json out.json]
+        [--steps 60] [--warmup 5] [--repeats 3] [--threads N] [--quick]
+        [--json out.json]
 
 Runs the proxy training path as the chapters run it (``CifarLoader``
 with the ``ProxyPlan`` defaults feeding ``train.train_step``) under
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import statistics
 import sys
 import time
@@ -32,7 +32,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_alexnet_cpu import available_cores  # noqa: E402
+from bench_alexnet_cpu import available_cores, write_record  # noqa: E402
 
 from alexnet_lib.config import SpeedConfig  # noqa: E402
 from alexnet_lib.data import CifarLoader, load_cifar10  # noqa: E402
@@ -246,10 +246,7 @@ def main(argv=None) -> dict:
               "threads": args.threads, "plan": vars(plan),
               "cpu_bf16_instructions": cpu_has_native_bf16(),
               "runs": runs, "environment": environment()}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+    write_record(args.json, report)
     return report
 
 

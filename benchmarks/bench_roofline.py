@@ -39,7 +39,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_alexnet_cpu import available_cores, time_steps  # noqa: E402
+from bench_alexnet_cpu import (  # noqa: E402
+    available_cores, time_steps, write_record)
 
 
 def best_flops(fn, flops: float, repeats: int) -> float:
@@ -417,10 +418,7 @@ def main(argv=None) -> dict:
         "lrn": lrn,
         "wall_s": round(time.perf_counter() - start, 1),
         "environment": environment()}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+    write_record(args.json, report)
     return report
 
 

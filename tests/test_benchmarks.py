@@ -11,14 +11,21 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_roofline  # noqa: E402
 
 
-def test_quick_roofline_record(tmp_path):
+def quick_record(bench, tmp_path, *extra) -> dict:
+    """``bench.main`` in its quick mode on one thread; its JSON record.
+    The test process keeps its own thread count."""
     threads = torch.get_num_threads()
+    out = tmp_path / f"{bench.__name__}.json"
     try:
-        bench_roofline.main(["--quick", "--threads", "1", "--bf16",
-                             "--json", str(tmp_path / "r.json")])
+        bench.main(["--quick", "--threads", "1", *extra,
+                    "--json", str(out)])
     finally:
         torch.set_num_threads(threads)
-    r = json.loads((tmp_path / "r.json").read_text())
+    return json.loads(out.read_text())
+
+
+def test_quick_roofline_record(tmp_path):
+    r = quick_record(bench_roofline, tmp_path, "--bf16")
     assert r["threads"] == 1 and r["quick"] is True
     assert set(r["peak_flop_per_s"]) == {"torch.float32", "torch.bfloat16"}
     assert all(v > 0 for v in r["peak_flop_per_s"].values())
@@ -56,13 +63,7 @@ def test_quick_roofline_record(tmp_path):
 
 def test_quick_bf16_proxy_record(tmp_path):
     import bench_bf16_proxy
-    threads = torch.get_num_threads()
-    try:
-        bench_bf16_proxy.main(["--quick", "--threads", "1",
-                               "--json", str(tmp_path / "b.json")])
-    finally:
-        torch.set_num_threads(threads)
-    r = json.loads((tmp_path / "b.json").read_text())
+    r = quick_record(bench_bf16_proxy, tmp_path)
     a, b = r["runs"]["float32"], r["runs"]["bf16 + channels_last"]
     assert a["seed"] == b["seed"] == 0
     assert a["parameters"] == b["parameters"]  # the same network
@@ -73,13 +74,7 @@ def test_quick_bf16_proxy_record(tmp_path):
 
 def test_quick_proxy_profile_record(tmp_path):
     import bench_proxy_profile
-    threads = torch.get_num_threads()
-    try:
-        bench_proxy_profile.main(["--quick", "--threads", "1",
-                                  "--json", str(tmp_path / "p.json")])
-    finally:
-        torch.set_num_threads(threads)
-    r = json.loads((tmp_path / "p.json").read_text())
+    r = quick_record(bench_proxy_profile, tmp_path)
     assert r["benchmark"] == "proxy_profile" and r["model"] == "alexnet_cifar"
     assert "float32" in r["runs"]
     assert ("bf16 + channels_last" in r["runs"]) == r["cpu_bf16_instructions"]
@@ -129,13 +124,7 @@ def test_proxy_profile_classifies_by_event_name():
 def test_quick_channels_last_record(tmp_path):
     import bench_channels_last
     import bench_roofline
-    threads = torch.get_num_threads()
-    try:
-        bench_channels_last.main(["--quick", "--threads", "1",
-                                  "--json", str(tmp_path / "c.json")])
-    finally:
-        torch.set_num_threads(threads)
-    r = json.loads((tmp_path / "c.json").read_text())
+    r = quick_record(bench_channels_last, tmp_path)
     specs = bench_roofline.model_specs(quick=True)
     assert [(row["model"], row["options"], row["batch"]) for row in
             r["rows"]] == [(n, o, b) for _, n, o, b in specs]

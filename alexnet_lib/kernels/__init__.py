@@ -100,12 +100,12 @@ def _torch_runs_gnu_openmp() -> bool:
         return False
 
 
-def _build() -> Path:
+def _build(threads: str = "auto") -> Path:
     """The kernel built for this process: with OpenMP where PyTorch
     runs GNU OpenMP and the compiler can, else without.
-    ``ALEXNET_LRN_THREADS=python`` always builds without (the kernel's
-    work then goes to Python threads, as before it shared PyTorch's)."""
-    threads = os.environ.get("ALEXNET_LRN_THREADS", "auto").lower()
+    ``threads="python"`` (``ALEXNET_LRN_THREADS=python``) always builds
+    without (the kernel's work then goes to Python threads, as before it
+    shared PyTorch's)."""
     if threads == "auto" and _torch_runs_gnu_openmp():
         try:
             return _build_with([*FLAGS, "-fopenmp"])
@@ -251,7 +251,7 @@ def lrn_kernel() -> _Kernel | None:
                                "(ALEXNET_LRN_KERNEL=torch)"
         if choice != "torch":
             try:
-                kernel = _Kernel(_build())
+                kernel = _Kernel(_build(threads))
                 status = "LRN on CPU: compiled C kernel" + (
                     " on PyTorch's OpenMP threads" if kernel.openmp
                     else "")
